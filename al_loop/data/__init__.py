@@ -1,0 +1,1 @@
+"""Data: label schema, readers and span/token alignment (numpy only, no torch)."""
