@@ -67,6 +67,7 @@ class LoopConfig:
     cold_start: str = "random"  # "random" | "diversity"
     retrain_every: int = 50  # new labels that trigger a round (0 = never automatically)
     max_pool_scored: int = 0  # 0 = score the whole pool; else a random subsample of this size
+    promote: str = "always"  # "always" | "if_better" | "manual"
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -76,6 +77,8 @@ class LoopConfig:
             raise ConfigError("seed_size must be >= 1")
         if self.cold_start not in ("random", "diversity"):
             raise ConfigError("cold_start must be 'random' or 'diversity'")
+        if self.promote not in ("always", "if_better", "manual"):
+            raise ConfigError("promote must be 'always', 'if_better' or 'manual'")
         if self.retrain_every < 0 or self.max_pool_scored < 0:
             raise ConfigError("retrain_every and max_pool_scored must be >= 0")
 

@@ -1,0 +1,651 @@
+"""Read labelled or unlabelled texts from files into :class:`~al_loop.types.Example`.
+
+Formats (``FORMATS``):
+
+``conll``
+    One token per line, whitespace-separated columns, the BIO tag in the LAST
+    column (e.g. CoNLL-2003 ``TOKEN POS CHUNK NER``); every token line has the
+    same number of columns (>= 2). A blank line ends a sentence; ``-DOCSTART-``
+    lines are skipped.
+``bio``
+    Two columns per token line, ``TOKEN<TAB>TAG`` or ``TAG<TAB>TOKEN``: the tag
+    column is detected per file as the one whose values all look like
+    ``O``/``B-X``/``I-X`` (the last column wins if both do).
+``trec``
+    ``COARSE:fine question text`` per line; the label is ``COARSE`` (e.g.
+    ``DESC``), or the whole ``COARSE:fine`` with ``trec_fine=True``.
+``sst``
+    ``LABEL sentence text`` per line, LABEL an integer (e.g. ``stsa.binary.*``).
+``jsonl``
+    One JSON object per line (a ``.json`` file holding one JSON array of objects
+    is accepted too). NER: ``{"text", "spans": [{"start", "end", "label"}]}`` or
+    ``{"tokens": [...], "tags": [...]}`` (with an optional ``"text"`` the tokens
+    are located in it); classification: ``{"text", "label": "x"}`` or
+    ``"label": ["a", "b"]`` (multi-label). No spans/tags/label = unlabelled.
+``csv``
+    A header row, then one row per text. Classification labels in
+    ``label_field`` (multi-label as ``a|b``), NER spans in ``spans_field`` as a
+    JSON list. An empty cell = unlabelled.
+
+Conventions:
+
+- Token formats become text by joining the tokens with single spaces; entity
+  spans are character offsets into that text, end-exclusive
+  (``text[span.start:span.end]`` is the entity's tokens joined by spaces).
+- Item ids: the record's ``id_field`` when present and non-empty (JSONL/CSV),
+  else ``f"{item_id_prefix(path)}:{index}"`` with ``index`` the 0-based
+  example index in the file. The prefix is the file name without a known data
+  extension (``train.txt`` -> ``train``), else the whole file name
+  (``TREC.train`` -> ``TREC.train``) so sibling splits never share ids. Ids are
+  unique within a file (a duplicate explicit id is a DataFormatError).
+- ``Example.meta["source_line"]`` is the 1-based line where the example starts
+  (absent for JSON arrays); extra JSONL keys / CSV columns are kept in ``meta``.
+- Malformed BIO (``I-X`` not after ``B-X``/``I-X``) is repaired to ``B-X``
+  (conlleval convention) and one warning per file is logged on the
+  ``al_loop.data`` logger with the count.
+- Errors: :class:`~al_loop.errors.DataFormatError` naming the file and the
+  1-based line; :class:`~al_loop.errors.EmptyInputError` for an empty file or
+  one without examples.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from al_loop.data.align import check_spans, is_bio_tag, locate_tokens, repair_bio, tokens_to_text, word_tags_to_spans
+from al_loop.errors import AlignmentError, ConfigError, DataFormatError, EmptyInputError
+from al_loop.types import Example, ItemId, Span, TaskKind
+
+logger = logging.getLogger("al_loop.data")
+
+FORMATS = ("conll", "bio", "trec", "sst", "jsonl", "csv")
+NER_FORMATS = ("conll", "bio")
+CLASSIFICATION_FORMATS = ("trec", "sst")
+
+_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".bio": "bio", ".tsv": "bio"}
+_STRIPPED_EXTENSIONS = frozenset({".txt", ".tsv", ".bio", ".iob", ".conll", ".jsonl", ".json", ".csv"})
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_TREC_LINE = re.compile(r"[A-Z]+:\w+ ")
+_SST_LINE = re.compile(r"[0-9] ")
+_TREC_LABEL = re.compile(r"([A-Za-z]+):(\S+)\Z")
+_SST_LABEL = re.compile(r"-?[0-9]+\Z")
+_DOCSTART = "-DOCSTART-"
+_SNIFF_BYTES = 1 << 18
+_SNIFF_LINES = 200
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def item_id_prefix(path: str | Path) -> str:
+    """The prefix of generated item ids: the file name without a known data extension."""
+    p = Path(path)
+    return p.stem if p.suffix.lower() in _STRIPPED_EXTENSIONS else p.name
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format of ``path``: by extension, then by content.
+
+    ``.jsonl``/``.json`` -> jsonl, ``.csv`` -> csv, ``.bio``/``.tsv`` -> bio
+    (conll when its token lines have more than two columns). Otherwise the first
+    lines decide: token lines with >= 2 columns whose last (or, with two
+    columns, first) column is a BIO tag, or a ``-DOCSTART-`` line -> conll
+    (more than two columns) or bio; ``^[A-Z]+:\\w+ `` -> trec; ``^[0-9] `` ->
+    sst; ``{`` or ``[`` -> jsonl.
+
+    Raises:
+        DataFormatError: when the file is missing or the format cannot be told
+            (the message asks for ``--format``).
+        EmptyInputError: for an empty file.
+    """
+    p = Path(path)
+    raw = _read_bytes(p, limit=_SNIFF_BYTES)
+    parts = _LINE_BREAK.split(raw.decode("utf-8", errors="replace").removeprefix("\ufeff"))
+    if len(raw) >= _SNIFF_BYTES:
+        parts = parts[:-1]  # the last line may be cut
+    lines = [ln for ln in parts if ln.strip()]
+    ext_fmt = _EXTENSIONS.get(p.suffix.lower())
+    if ext_fmt == "bio":
+        return _sniff_tokens(lines) or "bio"
+    if ext_fmt is not None:
+        return ext_fmt
+    if not lines:
+        raise EmptyInputError("file is empty", str(p))
+    token_fmt = _sniff_tokens(lines)
+    if token_fmt is not None:
+        return token_fmt
+    first = lines[0].strip()
+    if _TREC_LINE.match(first):
+        return "trec"
+    if _SST_LINE.match(first):
+        return "sst"
+    if first[:1] in "{[":
+        return "jsonl"
+    raise DataFormatError(
+        f"cannot tell the file format from its extension or content; pass --format (one of {', '.join(FORMATS)})",
+        str(p),
+    )
+
+
+def read_examples(
+    path: str | Path,
+    *,
+    task: TaskKind | str | None = None,
+    format: str | None = None,
+    text_field: str = "text",
+    label_field: str = "label",
+    id_field: str = "id",
+    spans_field: str = "spans",
+    trec_fine: bool = False,
+) -> list[Example]:
+    """Read every example of ``path`` in file order.
+
+    ``format`` is one of ``FORMATS`` (detected with :func:`detect_format` when
+    None). ``task`` decides NER vs classification for JSONL/CSV (inferred from
+    the fields present when None; a text-only file gives unlabelled examples);
+    conll/bio are always NER and trec/sst always classification, and a
+    contradicting ``task`` is an error. Spans are character offsets into
+    ``Example.text``, end-exclusive. See the module docstring for item ids.
+
+    Raises:
+        ConfigError: unknown ``format`` or ``task``.
+        DataFormatError: malformed input (message names file and line).
+        EmptyInputError: empty file or no examples.
+    """
+    p = Path(path)
+    fmt = detect_format(p) if format is None else format
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    try:
+        kind = None if task is None else TaskKind(task)
+    except ValueError:
+        raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(t.value for t in TaskKind)}") from None
+    if fmt in NER_FORMATS and kind is TaskKind.CLASSIFICATION:
+        raise DataFormatError(f"format {fmt!r} holds NER data; it cannot be read for task 'classification'", str(p))
+    if fmt in CLASSIFICATION_FORMATS and kind is TaskKind.NER:
+        raise DataFormatError(f"format {fmt!r} holds classification data; it cannot be read for task 'ner'", str(p))
+
+    text = _read_text(p)
+    ctx = _Ctx(str(p), item_id_prefix(p))
+    if fmt in NER_FORMATS:
+        examples = _read_tokens(ctx, text, fmt)
+    elif fmt == "trec":
+        examples = _read_trec(ctx, text, trec_fine)
+    elif fmt == "sst":
+        examples = _read_sst(ctx, text)
+    else:
+        fields = _Fields(text_field, label_field, id_field, spans_field)
+        examples = _read_jsonl(ctx, text, kind, fields) if fmt == "jsonl" else _read_csv(ctx, text, kind, fields)
+    if not examples:
+        raise EmptyInputError("no examples found in the file", str(p))
+    if ctx.repaired:
+        logger.warning(
+            "%s: repaired %d malformed BIO tag(s) (I-X without a preceding B-X/I-X became B-X; first at line %d)",
+            p, ctx.repaired, ctx.first_repair_line,
+        )
+    return examples
+
+
+def dedupe_examples(examples: Iterable[Example]) -> tuple[list[Example], list[ItemId]]:
+    """Drop examples whose text equals (exactly, character for character) an earlier one's.
+
+    Keeps the first occurrence (its labels win) and order. Returns the kept
+    examples and the item ids of the dropped ones, in input order.
+    """
+    seen: set[str] = set()
+    kept: list[Example] = []
+    dropped: list[ItemId] = []
+    for ex in examples:
+        if ex.text in seen:
+            dropped.append(ex.item_id)
+        else:
+            seen.add(ex.text)
+            kept.append(ex)
+    return kept, dropped
+
+
+# --------------------------------------------------------------------------- file access
+
+
+def _read_bytes(p: Path, limit: int = -1) -> bytes:
+    try:
+        with p.open("rb") as fh:
+            return fh.read(limit)
+    except FileNotFoundError:
+        raise DataFormatError("file not found", str(p)) from None
+    except IsADirectoryError:
+        raise DataFormatError("is a directory, not a file", str(p)) from None
+    except OSError as exc:
+        raise DataFormatError(f"cannot read the file: {exc.strerror or exc}", str(p)) from None
+
+
+def _read_text(p: Path) -> str:
+    """Whole file as text (UTF-8, an optional BOM removed); DataFormatError at the first invalid byte."""
+    data = _read_bytes(p)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        breaks = list(re.finditer(rb"\r\n|\r|\n", before))
+        line = len(breaks) + 1
+        column = exc.start - (breaks[-1].end() if breaks else 0) + 1
+        raise DataFormatError(
+            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte column {column}; "
+            "re-encode the file as UTF-8 (e.g. iconv -f ISO-8859-1 -t UTF-8)",
+            str(p),
+            line,
+        ) from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise EmptyInputError("file is empty", str(p))
+    return text
+
+
+class _Ctx:
+    """Per-file reading state: path for messages, id prefix, ids seen, BIO repairs."""
+
+    def __init__(self, path: str, prefix: str) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.ids: dict[str, str] = {}
+        self.repaired = 0
+        self.first_repair_line = 0
+
+    def error(self, message: str, line: int | None, record: int | None = None) -> DataFormatError:
+        if line is None and record is not None:
+            message = f"record {record}: {message}"
+        return DataFormatError(message, self.path, line)
+
+    def item_id(self, explicit: str | None, index: int, line: int | None, record: int | None = None) -> ItemId:
+        iid = explicit if explicit else f"{self.prefix}:{index}"
+        where = f"line {line}" if line is not None else f"record {record}"
+        if iid in self.ids:
+            raise self.error(f"duplicate item id {iid!r} (first seen at {self.ids[iid]})", line, record)
+        self.ids[iid] = where
+        return ItemId(iid)
+
+    def note_repairs(self, count: int, line: int | None) -> None:
+        if count and not self.repaired:
+            self.first_repair_line = line or 0
+        self.repaired += count
+
+
+def _split_columns(line: str) -> list[str]:
+    """Columns of a token line: tab-separated when it has a tab (cells stripped), else whitespace-separated."""
+    if "\t" in line:
+        return [c.strip() for c in line.split("\t")]
+    return line.split()
+
+
+def _sniff_tokens(lines: Sequence[str]) -> str | None:
+    """'conll'/'bio' when the lines look like one-token-per-line BIO data, else None."""
+    rows: list[list[str]] = []
+    docstart: list[str] | None = None
+    for ln in lines[:_SNIFF_LINES]:
+        cols = _split_columns(ln.strip())
+        if cols[0] == _DOCSTART:
+            docstart = cols
+        else:
+            rows.append(cols)
+    if rows:
+        n = len(rows[0])
+        same = [r for r in rows if len(r) == n]
+        if n >= 2 and len(same) >= 0.9 * len(rows):
+            last_ok = sum(is_bio_tag(r[-1]) for r in same)
+            first_ok = sum(is_bio_tag(r[0]) for r in same) if n == 2 else 0
+            if max(last_ok, first_ok) >= 0.9 * len(same):
+                return "conll" if n > 2 else "bio"
+    if docstart is not None:
+        n = len(rows[0]) if rows else len(docstart)
+        return "conll" if n > 2 else "bio"
+    return None
+
+
+# --------------------------------------------------------------------------- token formats
+
+
+def _read_tokens(ctx: _Ctx, text: str, fmt: str) -> list[Example]:
+    sentences: list[list[tuple[int, list[str]]]] = []
+    current: list[tuple[int, list[str]]] = []
+    expected: int | None = 2 if fmt == "bio" else None
+    for lineno, raw in enumerate(_LINE_BREAK.split(text), 1):
+        line = raw.strip()
+        cols = _split_columns(line) if line else []
+        if not cols or cols[0] == _DOCSTART:
+            if current:
+                sentences.append(current)
+                current = []
+            continue
+        if expected is None:
+            if len(cols) < 2:
+                raise ctx.error(f"expected at least 2 columns (TOKEN ... TAG), found {len(cols)}", lineno)
+            expected = len(cols)
+        if len(cols) != expected:
+            hint = "; use format 'conll' for more columns" if fmt == "bio" and len(cols) > 2 else ""
+            raise ctx.error(f"expected {expected} columns, found {len(cols)}: {line!r}{hint}", lineno)
+        if not all(cols):
+            raise ctx.error(f"empty column in {raw!r}", lineno)
+        current.append((lineno, cols))
+    if current:
+        sentences.append(current)
+    if not sentences:
+        return []
+
+    n_cols = expected or 2
+    tag_col = n_cols - 1
+    token_col = 0
+    rows = [row for sent in sentences for row in sent]
+    if fmt == "bio":
+        ok = [sum(is_bio_tag(cols[c]) for _, cols in rows) for c in (0, 1)]
+        if ok[1] >= ok[0]:  # ties (both columns look like tags) go to the last column
+            tag_col, token_col = 1, 0
+        else:
+            tag_col, token_col = 0, 1
+    for lineno, cols in rows:
+        if not is_bio_tag(cols[tag_col]):
+            raise ctx.error(
+                f"invalid tag {cols[tag_col]!r} in column {tag_col + 1} (expected O, B-X or I-X)", lineno
+            )
+
+    examples: list[Example] = []
+    for index, sent in enumerate(sentences):
+        tokens = [cols[token_col] for _, cols in sent]
+        tags, repaired = repair_bio([cols[tag_col] for _, cols in sent])
+        ctx.note_repairs(repaired, sent[0][0])
+        sent_text, offsets = tokens_to_text(tokens)
+        spans = tuple(word_tags_to_spans(offsets, tags))
+        examples.append(
+            Example(ctx.item_id(None, index, sent[0][0]), sent_text, spans=spans, meta={"source_line": sent[0][0]})
+        )
+    return examples
+
+
+# --------------------------------------------------------------------------- line classification formats
+
+
+def _label_lines(ctx: _Ctx, text: str) -> Iterable[tuple[int, str, str]]:
+    """(line number, first field, rest stripped) for each non-blank line; DataFormatError for an empty rest."""
+    for lineno, raw in enumerate(_LINE_BREAK.split(text), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split(None, 1)
+        rest = parts[1].strip() if len(parts) > 1 else ""
+        if not rest:
+            raise ctx.error(f"empty text after label {parts[0]!r}", lineno)
+        yield lineno, parts[0], rest
+
+
+def _read_trec(ctx: _Ctx, text: str, fine: bool) -> list[Example]:
+    examples: list[Example] = []
+    for lineno, label, rest in _label_lines(ctx, text):
+        m = _TREC_LABEL.match(label)
+        if m is None:
+            raise ctx.error(f"expected a COARSE:fine label such as 'DESC:manner', found {label!r}", lineno)
+        lb = label if fine else m.group(1)
+        meta: dict[str, object] = {"source_line": lineno, "fine_label": label}
+        examples.append(Example(ctx.item_id(None, len(examples), lineno), rest, labels=(lb,), meta=meta))
+    return examples
+
+
+def _read_sst(ctx: _Ctx, text: str) -> list[Example]:
+    examples: list[Example] = []
+    for lineno, label, rest in _label_lines(ctx, text):
+        if not _SST_LABEL.match(label):
+            raise ctx.error(f"expected an integer label such as 0 or 1 before the text, found {label!r}", lineno)
+        meta: dict[str, object] = {"source_line": lineno}
+        examples.append(Example(ctx.item_id(None, len(examples), lineno), rest, labels=(label,), meta=meta))
+    return examples
+
+
+# --------------------------------------------------------------------------- JSONL / CSV
+
+
+class _Fields:
+    def __init__(self, text: str, label: str, id_: str, spans: str) -> None:
+        self.text = text
+        self.label = label
+        self.id = id_
+        self.spans = spans
+
+
+class _Rec:
+    """One JSONL record or CSV row with where it came from."""
+
+    def __init__(self, data: dict[str, Any], line: int | None, record: int) -> None:
+        self.data = data
+        self.line = line
+        self.record = record
+
+
+def _read_jsonl(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list[Example]:
+    recs: list[_Rec] = []
+    if text.lstrip()[:1] == "[":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ctx.error(f"bad JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+        if not isinstance(items, list):
+            raise ctx.error("expected a JSON array of objects", 1)
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ctx.error(f"expected a JSON object, found {type(item).__name__}", None, i)
+            recs.append(_Rec(item, None, i))
+    else:
+        for lineno, raw in enumerate(_LINE_BREAK.split(text), 1):
+            if not raw.strip():
+                continue
+            try:
+                item = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ctx.error(f"bad JSON: {exc.msg} (column {exc.colno})", lineno) from None
+            if not isinstance(item, dict):
+                raise ctx.error(f"expected one JSON object per line, found {type(item).__name__}", lineno)
+            recs.append(_Rec(item, lineno, len(recs)))
+
+    def is_ner(d: dict[str, Any]) -> bool:
+        return d.get(f.spans) is not None or "tokens" in d
+
+    def is_cls(d: dict[str, Any]) -> bool:
+        return d.get(f.label) is not None
+
+    kind = _decide_task(ctx, kind, any(is_ner(r.data) for r in recs), any(is_cls(r.data) for r in recs), f)
+    examples: list[Example] = []
+    for r in recs:
+        d = r.data
+        used = {f.id}
+        iid = ctx.item_id(_explicit_id(ctx, d.get(f.id), r), len(examples), r.line, r.record)
+        spans: tuple[Span, ...] | None = None
+        labels: tuple[str, ...] | None = None
+        if kind is TaskKind.NER and "tokens" in d:
+            used |= {"tokens", "tags", f.text}
+            text_value, spans = _tokens_record(ctx, d, r, f)
+        else:
+            used.add(f.text)
+            text_value = _text_value(ctx, d.get(f.text, _MISSING), r, f.text)
+            if kind is TaskKind.NER:
+                used.add(f.spans)
+                if d.get(f.spans) is not None:
+                    spans = _parse_spans(ctx, text_value, d[f.spans], r)
+            elif kind is TaskKind.CLASSIFICATION:
+                used.add(f.label)
+                if d.get(f.label) is not None:
+                    labels = _json_labels(ctx, d[f.label], r, f.label)
+        meta: dict[str, object] = {k: v for k, v in d.items() if k not in used}
+        if r.line is not None:
+            meta["source_line"] = r.line
+        examples.append(Example(iid, text_value, spans=spans, labels=labels, meta=meta))
+    return examples
+
+
+def _read_csv(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list[Example]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    header_line = 0
+    rows: list[tuple[int, list[str]]] = []
+    last_line = 0
+    try:
+        for row in reader:
+            start = last_line + 1
+            last_line = reader.line_num
+            if not row or not any(c.strip() for c in row):
+                continue
+            if header is None:
+                header = [c.strip() for c in row]
+                header_line = start
+            else:
+                rows.append((start, row))
+    except csv.Error as exc:
+        raise ctx.error(f"bad CSV: {exc}", reader.line_num) from None
+    if header is None:
+        return []
+    if len(set(header)) != len(header):
+        raise ctx.error(f"duplicate column names in the header: {header}", header_line)
+    if f.text not in header:
+        raise ctx.error(
+            f"missing text column {f.text!r}; columns are {', '.join(map(repr, header))} (set the text field)",
+            header_line,
+        )
+    kind = _decide_task(ctx, kind, f.spans in header, f.label in header, f)
+    examples: list[Example] = []
+    for lineno, row in rows:
+        if len(row) != len(header):
+            raise ctx.error(f"expected {len(header)} fields as in the header, found {len(row)}", lineno)
+        d = dict(zip(header, row))
+        r = _Rec(d, lineno, len(examples))
+        iid = ctx.item_id(d.get(f.id, "").strip() or None, len(examples), lineno)
+        text_value = _text_value(ctx, d[f.text], r, f.text)
+        spans: tuple[Span, ...] | None = None
+        labels: tuple[str, ...] | None = None
+        used = {f.id, f.text}
+        if kind is TaskKind.NER and f.spans in d:
+            used.add(f.spans)
+            cell = d[f.spans].strip()
+            if cell:
+                try:
+                    value = json.loads(cell)
+                except json.JSONDecodeError as exc:
+                    raise ctx.error(f"bad JSON in column {f.spans!r}: {exc.msg}", lineno) from None
+                spans = _parse_spans(ctx, text_value, value, r)
+        elif kind is TaskKind.CLASSIFICATION and f.label in d:
+            used.add(f.label)
+            cell = d[f.label].strip()
+            if cell:
+                parts = [p.strip() for p in cell.split("|")]
+                if not all(parts):
+                    raise ctx.error(f"empty label in {cell!r} (multi-label cells are 'a|b')", lineno)
+                labels = tuple(parts)
+        meta: dict[str, object] = {k: v for k, v in d.items() if k not in used}
+        meta["source_line"] = lineno
+        examples.append(Example(iid, text_value, spans=spans, labels=labels, meta=meta))
+    return examples
+
+
+def _decide_task(ctx: _Ctx, kind: TaskKind | None, has_ner: bool, has_cls: bool, f: _Fields) -> TaskKind | None:
+    ner_desc = f"NER fields ({f.spans!r} or tokens/tags)"
+    cls_desc = f"classification labels ({f.label!r})"
+    if kind is None:
+        if has_ner and has_cls:
+            raise ctx.error(f"the file has both {ner_desc} and {cls_desc}; pass the task (ner or classification)", None)
+        if has_ner:
+            return TaskKind.NER
+        return TaskKind.CLASSIFICATION if has_cls else None
+    if kind is TaskKind.NER and has_cls and not has_ner:
+        raise ctx.error(f"task is ner but the file has only {cls_desc}", None)
+    if kind is TaskKind.CLASSIFICATION and has_ner and not has_cls:
+        raise ctx.error(f"task is classification but the file has only {ner_desc}", None)
+    return kind
+
+
+_MISSING = object()
+
+
+def _text_value(ctx: _Ctx, value: object, r: _Rec, field: str) -> str:
+    if value is _MISSING:
+        raise ctx.error(f"missing text field {field!r}", r.line, r.record)
+    if not isinstance(value, str):
+        raise ctx.error(f"text field {field!r} must be a string, found {type(value).__name__}", r.line, r.record)
+    if not value.strip():
+        raise ctx.error(f"empty text in field {field!r}", r.line, r.record)
+    return value
+
+
+def _explicit_id(ctx: _Ctx, value: object, r: _Rec) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ctx.error(f"item id must be a string or an integer, found {value!r}", r.line, r.record)
+    return str(value).strip() or None
+
+
+def _json_labels(ctx: _Ctx, value: object, r: _Rec, field: str) -> tuple[str, ...]:
+    values = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise ctx.error(f"label in {field!r} must be a string or an integer, found {v!r}", r.line, r.record)
+        s = str(v).strip()
+        if not s:
+            raise ctx.error(f"empty label in {field!r}", r.line, r.record)
+        out.append(s)
+    return tuple(out)
+
+
+def _parse_spans(ctx: _Ctx, text: str, value: object, r: _Rec) -> tuple[Span, ...]:
+    """Spans from JSON (list of {start, end, label} objects or [start, end, label] lists), validated and trimmed."""
+    if not isinstance(value, list):
+        raise ctx.error(f"spans must be a list, found {type(value).__name__}", r.line, r.record)
+    spans: list[Span] = []
+    for i, item in enumerate(value):
+        if isinstance(item, dict):
+            label = item.get("label")
+            if label is None and isinstance(item.get("labels"), list) and len(item["labels"]) == 1:
+                label = item["labels"][0]
+            start, end = item.get("start"), item.get("end")
+        elif isinstance(item, list) and len(item) == 3:
+            start, end, label = item
+        else:
+            raise ctx.error(f"span {i} must be {{'start', 'end', 'label'}} or [start, end, label]", r.line, r.record)
+        if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
+            raise ctx.error(f"span {i}: start and end must be integers, found {start!r}, {end!r}", r.line, r.record)
+        if not isinstance(label, str):
+            raise ctx.error(f"span {i}: label must be a string, found {label!r}", r.line, r.record)
+        spans.append(Span(start, end, label.strip()))
+    try:
+        return check_spans(text, spans)
+    except AlignmentError as exc:
+        raise ctx.error(str(exc), r.line, r.record) from None
+
+
+def _tokens_record(ctx: _Ctx, d: dict[str, Any], r: _Rec, f: _Fields) -> tuple[str, tuple[Span, ...] | None]:
+    tokens = d["tokens"]
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and t.strip() for t in tokens):
+        raise ctx.error("'tokens' must be a list of non-empty strings", r.line, r.record)
+    if not tokens:
+        raise ctx.error("empty text ('tokens' is an empty list)", r.line, r.record)
+    try:
+        if isinstance(d.get(f.text), str):
+            text = _text_value(ctx, d[f.text], r, f.text)
+            offsets = locate_tokens(text, tokens)
+        else:
+            text, offsets = tokens_to_text(tokens)
+    except AlignmentError as exc:
+        raise ctx.error(f"tokens do not match the text: {exc}", r.line, r.record) from None
+    tags = d.get("tags")
+    if tags is None:
+        return text, None
+    if not isinstance(tags, list) or len(tags) != len(tokens):
+        raise ctx.error(f"'tags' must be a list with one tag per token ({len(tokens)})", r.line, r.record)
+    for t in tags:
+        if not isinstance(t, str) or not is_bio_tag(t):
+            raise ctx.error(f"invalid tag {t!r} (expected O, B-X or I-X)", r.line, r.record)
+    fixed, repaired = repair_bio(tags)
+    ctx.note_repairs(repaired, r.line)
+    return text, tuple(word_tags_to_spans(offsets, fixed))

@@ -1,0 +1,412 @@
+"""RoundService: one round = label snapshot -> train -> evaluate -> publish -> score pool -> select.
+
+The same service runs in Celery workers (live loop) and in ``al-loop simulate`` (oracle loop).
+It receives its collaborators (store, model factory, strategy factory, artifact root, clock)
+and never reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from al_loop.config import TrainingConfig
+from al_loop.data.schema import LabelSchema
+from al_loop.errors import AlLoopError, ConflictError, NotFoundError
+from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
+from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
+from al_loop.store.repository import Store, utcnow
+from al_loop.strategies import PoolView, Strategy, cold_start, make_strategy
+from al_loop.types import Example, ItemId, Span, TaskKind
+
+log = logging.getLogger("al_loop.rounds")
+
+
+class TrainedModel(Protocol):
+    """What a round needs from a model (``al_loop.models.TextModel`` satisfies it)."""
+
+    schema: LabelSchema
+
+    def fit(self, examples: Sequence[Example], *, progress: Callable[[float], None] | None = None) -> Any: ...
+
+    def predict(self, texts: Sequence[str], *, embeddings: bool = True) -> Any: ...
+
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]: ...
+
+    def save(self, artifact_dir: str | Path, extra_manifest: dict[str, Any] | None = None) -> Path: ...
+
+
+class ModelFactory(Protocol):
+    def create(
+        self,
+        schema: LabelSchema,
+        base_model: str = ...,
+        config: TrainingConfig = ...,
+        init_from: str | Path | None = None,
+    ) -> TrainedModel: ...
+
+    def load(self, artifact_dir: str | Path, config: TrainingConfig | None = None) -> TrainedModel: ...
+
+
+def default_model_factory() -> ModelFactory:
+    """The transformers-backed factory (imports torch lazily, on first use)."""
+    from al_loop.models import TextModel
+
+    return TextModel  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    round: Round
+    ran: bool  # False when the round was already final (redelivered task)
+
+
+def version_name(round_index: int, schema: LabelSchema) -> str:
+    """Model version string, also used as Label Studio's ``model_version``."""
+    return f"al-r{round_index:03d}-{schema.hash[:8]}"
+
+
+def cold_version_tag(round_index: int, schema: LabelSchema) -> str:
+    return f"al-r{round_index:03d}-cold-{schema.hash[:8]}"
+
+
+def prediction_payload(task: TaskKind, predicted: Any, confidence: float) -> dict[str, Any]:
+    """Stored model prediction for one item: spans or labels plus a confidence in [0, 1]."""
+    if task is TaskKind.NER:
+        return {"spans": [s.to_dict() if isinstance(s, Span) else dict(s) for s in predicted], "confidence": confidence}
+    return {"labels": list(predicted), "confidence": confidence}
+
+
+def item_confidence(output: Any, i: int, task: TaskKind, multi_label: bool) -> float:
+    """Confidence of the model in its prediction for item ``i`` (probability of the best path/label set)."""
+    if task is TaskKind.NER:
+        tp = output.token_probs[i]
+        if len(tp) == 0:
+            return 1.0
+        return float(np.exp(np.sum(np.log(np.clip(tp.max(axis=1), 1e-12, 1.0)))))
+    p = output.probs[i]
+    if multi_label:
+        return float(np.prod(np.maximum(p, 1.0 - p)))
+    return float(p.max())
+
+
+class RoundService:
+    """Creates and runs rounds; promotes and rolls back model versions."""
+
+    def __init__(
+        self,
+        store: Store,
+        model_factory: ModelFactory | None = None,
+        artifacts_root: str | Path | None = None,
+        *,
+        strategy_factory: Callable[[str, TaskKind], Strategy] = make_strategy,
+        clock: Callable[[], datetime] = utcnow,
+        owner: str = "local",
+        stale_after: timedelta = timedelta(minutes=10),
+        keep_artifacts: int | None = None,
+    ) -> None:
+        self.store = store
+        self._factory = model_factory
+        self.artifacts_root = Path(artifacts_root) if artifacts_root is not None else None
+        self.strategy_factory = strategy_factory
+        self.clock = clock
+        self.owner = owner
+        self.stale_after = stale_after
+        self.keep_artifacts = keep_artifacts
+
+    @property
+    def factory(self) -> ModelFactory:
+        if self._factory is None:
+            self._factory = default_model_factory()
+        return self._factory
+
+    # ------------------------------------------------------------------ rounds
+    def create_round(self, project_id: int, trigger: str = "api", *, batch_size: int | None = None) -> Round:
+        """Queue the next round (ConflictError while one is active)."""
+        project = self.store.get_project(project_id)
+        loop = project.loop
+        first = not self.store.list_rounds(project_id)
+        labelled = bool(self.store.labelled_examples(project_id)) if first else True
+        size = batch_size or (loop.seed_size if first and not labelled else loop.batch_size)
+        self.strategy_factory(loop.strategy, project.task)  # fail early on a bad strategy name
+        return self.store.create_round(
+            project_id, trigger=trigger, strategy=loop.strategy, batch_size=size, seed=loop.seed
+        )
+
+    def should_start_round(self, project_id: int) -> bool:
+        """Policy: enough new labels since the last round and nothing running."""
+        project = self.store.get_project(project_id)
+        every = project.loop.retrain_every
+        if every <= 0 or self.store.active_round(project_id) is not None:
+            return False
+        return self.store.new_labels_since_last_round(project_id) >= every
+
+    def run_round(self, round_id: int) -> RoundOutcome:
+        """Run a round to the end. Idempotent: a final round is returned unchanged (``ran=False``).
+
+        Raises ConflictError when another live worker owns the round. A user-caused error
+        (AlLoopError) marks the round failed and is returned in ``round.error``; anything
+        else marks it failed and propagates.
+        """
+        claimed = self.store.claim_round(round_id, self.owner, self.stale_after)
+        if claimed is None:
+            return RoundOutcome(self.store.get_round(round_id), ran=False)
+        project = self.store.get_project(claimed.project_id)
+        log.info("round start", extra={"project": project.id, "round": claimed.index})
+        try:
+            done = self._run(project, claimed)
+        except AlLoopError as exc:
+            log.warning("round %s of project %s failed: %s", claimed.index, project.id, exc)
+            failed = self.store.update_round(round_id, status=RoundStatus.FAILED, error=str(exc), phase="done")
+            return RoundOutcome(failed, ran=True)
+        except Exception as exc:
+            log.exception("round %s of project %s crashed", claimed.index, project.id)
+            self.store.update_round(
+                round_id, status=RoundStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}", phase="done"
+            )
+            raise
+        return RoundOutcome(done, ran=True)
+
+    def _run(self, project: Project, rnd: Round) -> Round:
+        schema = project.schema
+        loop = project.loop
+        training = project.training
+        timings: dict[str, float] = {}
+        t_start = time.perf_counter()
+        rng = np.random.default_rng([rnd.seed, rnd.index])
+        heart = _Heartbeat(self.store, rnd.id)
+
+        # 1. snapshot
+        heart.phase(RoundPhase.SNAPSHOT, 0.01)
+        t0 = time.perf_counter()
+        labelled = self.store.labelled_examples(project.id)
+        for ex in labelled:
+            schema.check_example(ex)
+        pool_ids = self.store.unlabelled_item_ids(project.id)
+        if loop.max_pool_scored and len(pool_ids) > loop.max_pool_scored:
+            keep = np.sort(rng.choice(len(pool_ids), size=loop.max_pool_scored, replace=False))
+            pool_ids = [pool_ids[i] for i in keep]
+        pool_items = self.store.get_items(project.id, pool_ids)
+        n_tokens = sum(len(ex.text.split()) for ex in labelled)
+        if schema.task is TaskKind.NER:
+            words = {it.item_id: it.n_words for it in self.store.get_items(project.id, [e.item_id for e in labelled])}
+            n_tokens = sum(words.values())
+        self.store.update_round(rnd.id, n_labels=len(labelled), n_tokens=n_tokens)
+        timings["snapshot"] = time.perf_counter() - t0
+
+        texts = [it.text for it in pool_items]
+        version: ModelVersion | None = None
+        metrics: dict[str, Any] = {}
+        report: dict[str, Any] = {}
+        train_report: dict[str, Any] = {}
+        if not labelled:
+            # cold start: nothing to train on yet
+            t0 = time.perf_counter()
+            heart.phase(RoundPhase.SELECT, 0.5)
+            embeddings = None
+            if loop.cold_start == "diversity" and texts:
+                base = self.factory.create(schema, project.base_model, training)
+                embeddings = base.predict(texts, embeddings=True).embeddings
+            view = PoolView(item_ids=tuple(it.item_id for it in pool_items), embeddings=embeddings)
+            selection = cold_start(view, min(rnd.batch_size, len(view.item_ids)), rng, loop.cold_start) if texts else None
+            chosen = list(selection.item_ids) if selection else []
+            rest = [i for i in view.item_ids if i not in set(chosen)]
+            rest = [rest[i] for i in rng.permutation(len(rest))]
+            scored = [
+                ScoredItem(item, rank, float(len(view.item_ids) - rank), rank < len(chosen), None)
+                for rank, item in enumerate(chosen + rest)
+            ]
+            tag = cold_version_tag(rnd.index, schema)
+            timings["select"] = time.perf_counter() - t0
+        else:
+            # 2. train
+            heart.phase(RoundPhase.TRAIN, 0.05)
+            t0 = time.perf_counter()
+            promoted = self.store.promoted_version(project.id)
+            init_from = promoted.artifact_path if (training.warm_start and promoted and promoted.artifact_path) else None
+            model = self.factory.create(schema, project.base_model, training, init_from=init_from)
+            fit_report = model.fit(labelled, progress=lambda f: heart.progress(0.05 + 0.7 * f))
+            train_report = asdict(fit_report) if is_dataclass(fit_report) else dict(fit_report or {})
+            timings["train"] = time.perf_counter() - t0
+
+            # 3. evaluate
+            heart.phase(RoundPhase.EVALUATE, 0.76)
+            t0 = time.perf_counter()
+            test = self.store.test_examples(project.id)
+            if test:
+                metrics = dict(model.evaluate(test))
+                metrics["eval_set"] = f"test ({len(test)})"
+            else:
+                val = train_report.get("val_score")
+                metrics = {"score": val, "eval_set": "validation split" if val is not None else "none"}
+            timings["evaluate"] = time.perf_counter() - t0
+
+            # 4. publish
+            heart.phase(RoundPhase.PUBLISH, 0.8)
+            t0 = time.perf_counter()
+            version = self._publish(project, rnd, model, metrics, train_report)
+            tag = version.name
+            timings["publish"] = time.perf_counter() - t0
+
+            # 5. score the pool
+            heart.phase(RoundPhase.SCORE, 0.82)
+            t0 = time.perf_counter()
+            scored = []
+            if texts:
+                strategy = self.strategy_factory(rnd.strategy, schema.task)
+                output = model.predict(texts, embeddings=True)
+                labelled_emb = None
+                if strategy.needs_embeddings and labelled:
+                    labelled_emb = model.predict([e.text for e in labelled], embeddings=True).embeddings
+                timings["score"] = time.perf_counter() - t0
+                heart.phase(RoundPhase.SELECT, 0.97)
+                t0 = time.perf_counter()
+                view = PoolView(
+                    item_ids=tuple(it.item_id for it in pool_items),
+                    probs=output.probs,
+                    token_probs=output.token_probs,
+                    embeddings=output.embeddings,
+                    labelled_embeddings=labelled_emb,
+                    multi_label=schema.multi_label,
+                )
+                selection = strategy.select(view, min(rnd.batch_size, len(pool_items)), rng)
+                conf = [item_confidence(output, i, schema.task, schema.multi_label) for i in range(len(pool_items))]
+                pos = {item: i for i, item in enumerate(view.item_ids)}
+                chosen = list(selection.item_ids)
+                chosen_set = set(chosen)
+                rest = sorted((i for i in view.item_ids if i not in chosen_set), key=lambda i: conf[pos[i]])
+                sel_score = dict(zip(selection.item_ids, selection.scores))
+                for rank, item in enumerate(chosen + rest):
+                    i = pos[item]
+                    scored.append(
+                        ScoredItem(
+                            item,
+                            rank,
+                            float(sel_score.get(item, 1.0 - conf[i])),
+                            item in chosen_set,
+                            prediction_payload(schema.task, output.predicted[i], conf[i]),
+                        )
+                    )
+                timings["select"] = time.perf_counter() - t0
+            report = self._report(project, metrics, scored, pool_items)
+
+        self.store.save_scores(rnd.id, scored)
+        timings["total"] = time.perf_counter() - t_start
+        if not report:
+            report = {"metrics": metrics, "top_uncertain": self._top(scored, pool_items)}
+        return self.store.update_round(
+            rnd.id,
+            status=RoundStatus.SUCCEEDED,
+            phase=RoundPhase.DONE.value,
+            progress=1.0,
+            version_tag=tag,
+            model_version_id=version.id if version else None,
+            metrics={**metrics, "train": train_report},
+            timings={k: round(v, 3) for k, v in timings.items()},
+            report=report,
+            push_status="pending",
+        )
+
+    def _publish(
+        self, project: Project, rnd: Round, model: TrainedModel, metrics: dict[str, Any], train_report: dict[str, Any]
+    ) -> ModelVersion:
+        schema = project.schema
+        name = version_name(rnd.index, schema)
+        path = ""
+        if self.artifacts_root is not None:
+            target = self.artifacts_root / f"project-{project.id}" / name
+            model.save(target, extra_manifest={"project": project.id, "round": rnd.index, "metrics": _scalars(metrics)})
+            path = str(target)
+        previous = self.store.promoted_version(project.id)
+        version = self.store.add_version(
+            project.id,
+            name=name,
+            round_id=rnd.id,
+            base_model=project.base_model,
+            schema=schema,
+            metrics=metrics,
+            train_report=train_report,
+            artifact_path=path,
+        )
+        policy = project.loop.promote
+        better = previous is None or _score(metrics) >= _score(previous.metrics)
+        if policy == "always" or (policy == "if_better" and better):
+            version = self.store.promote(project.id, version.id)
+        self._prune(project.id)
+        return version
+
+    def _prune(self, project_id: int) -> None:
+        """Delete artifacts of old non-promoted versions beyond ``keep_artifacts`` (simulation)."""
+        if self.keep_artifacts is None:
+            return
+        versions = [v for v in self.store.list_versions(project_id) if v.artifact_path]
+        old = [v for v in versions[: -self.keep_artifacts or None] if v.status != VersionStatus.PROMOTED.value]
+        for v in old:
+            shutil.rmtree(v.artifact_path, ignore_errors=True)
+
+    def _top(self, scored: Sequence[ScoredItem], items: Sequence[Any], k: int = 10) -> list[dict[str, Any]]:
+        text = {it.item_id: it.text for it in items}
+        return [
+            {"item_id": s.item_id, "rank": s.rank, "score": s.score, "text": text.get(s.item_id, "")[:300],
+             "prediction": s.prediction}
+            for s in scored[:k]
+        ]
+
+    def _report(
+        self, project: Project, metrics: dict[str, Any], scored: Sequence[ScoredItem], items: Sequence[Any]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"metrics": _scalars(metrics), "per_label": metrics.get("per_label", {})}
+        if "confusion" in metrics:
+            out["confusion"] = metrics["confusion"]
+        if "errors" in metrics:
+            out["errors"] = metrics["errors"]
+        out["top_uncertain"] = self._top(scored, items)
+        return out
+
+    # ---------------------------------------------------------- model versions
+    def promote(self, project_id: int, version_id: int) -> ModelVersion:
+        version = self.store.get_version(version_id)
+        if version.project_id != project_id:
+            raise NotFoundError(f"model version {version_id} not found in project {project_id}")
+        if not version.artifact_path or not Path(version.artifact_path).exists():
+            raise ConflictError(f"model version {version.name} has no artifact on disk")
+        return self.store.promote(project_id, version_id)
+
+    def rollback(self, project_id: int) -> ModelVersion:
+        return self.store.rollback(project_id)
+
+
+class _Heartbeat:
+    """Throttled progress/heartbeat writes to the round row (at most every ``every`` seconds)."""
+
+    def __init__(self, store: Store, round_id: int, every: float = 2.0) -> None:
+        self.store, self.round_id, self.every = store, round_id, every
+        self._last = 0.0
+
+    def phase(self, phase: RoundPhase, progress: float) -> None:
+        self.store.update_round(self.round_id, phase=phase.value, progress=round(progress, 3))
+        self._last = time.monotonic()
+
+    def progress(self, value: float) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self.store.update_round(self.round_id, progress=round(min(value, 1.0), 3))
+            self._last = now
+
+
+def _score(metrics: dict[str, Any]) -> float:
+    value = metrics.get("score")
+    return float(value) if isinstance(value, int | float) else float("-inf")
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str) or v is None}
+

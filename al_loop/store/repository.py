@@ -1,0 +1,803 @@
+"""The store: one object over SQLAlchemy that every process (web, workers, CLI, simulation) shares.
+
+SQLite (the default, ``sqlite:///path``) runs in WAL mode with a busy timeout and takes its
+write lock at the start of each transaction (``BEGIN IMMEDIATE``), so the "one active round
+per project" check cannot race between processes. On PostgreSQL the project row is locked
+with ``SELECT ... FOR UPDATE`` for the same check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from al_loop.config import LoopConfig, TrainingConfig, config_to_dict
+from al_loop.data.align import words_of
+from al_loop.data.schema import LabelSchema
+from al_loop.errors import ConflictError, NotFoundError
+from al_loop.rounds.states import (
+    RoundStatus,
+    VersionStatus,
+    check_round_transition,
+    check_version_transition,
+)
+from al_loop.store.records import (
+    ImportReport,
+    Item,
+    LabelRecord,
+    ModelVersion,
+    Project,
+    Round,
+    ScoredItem,
+    example_from_payload,
+    payload_from_example,
+)
+from al_loop.store.tables import (
+    Base,
+    ItemRow,
+    LabelRow,
+    ModelVersionRow,
+    ProjectRow,
+    RoundRow,
+    ScoreRow,
+    SimulationRow,
+)
+from al_loop.types import Example, ItemId, TaskKind
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """Naive UTC now (the store keeps naive UTC datetimes)."""
+    return datetime.utcnow()  # noqa: DTZ003
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        in_memory = url in ("sqlite://", "sqlite:///:memory:")
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 60}}
+        if in_memory:
+            kwargs["poolclass"] = StaticPool
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's begin below issue BEGIN IMMEDIATE
+            cur = dbapi_conn.cursor()
+            if not in_memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """Repository over the al-loop database. Thread-safe; every method is one transaction."""
+
+    def __init__(self, url: str = "sqlite://", clock: Clock = utcnow) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.clock = clock
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ projects
+    def create_project(
+        self,
+        name: str,
+        schema: LabelSchema,
+        base_model: str = "default",
+        loop: LoopConfig | None = None,
+        training: TrainingConfig | None = None,
+        integration: dict[str, Any] | None = None,
+    ) -> Project:
+        loop = loop or LoopConfig()
+        training = training or TrainingConfig()
+        with self.session() as s:
+            if s.scalar(select(ProjectRow.id).where(ProjectRow.name == name)) is not None:
+                raise ConflictError(f"a project named {name!r} already exists")
+            row = ProjectRow(
+                name=name,
+                task=schema.task.value,
+                labels=list(schema.labels),
+                multi_label=schema.multi_label,
+                base_model=base_model,
+                loop_config=config_to_dict(loop),
+                training_config=config_to_dict(training),
+                integration=dict(integration or {}),
+                created_at=self.clock(),
+            )
+            s.add(row)
+            s.flush()
+            return _project(row)
+
+    def get_project(self, project_id: int) -> Project:
+        with self.session() as s:
+            return _project(self._project_row(s, project_id))
+
+    def list_projects(self) -> list[Project]:
+        with self.session() as s:
+            return [_project(r) for r in s.scalars(select(ProjectRow).order_by(ProjectRow.id))]
+
+    def find_project(self, key: str, value: Any) -> Project | None:
+        """The project whose ``integration[key] == value`` (e.g. the Label Studio project id)."""
+        for p in self.list_projects():
+            if p.integration.get(key) == value:
+                return p
+        return None
+
+    def update_project(
+        self,
+        project_id: int,
+        *,
+        integration: dict[str, Any] | None = None,
+        loop: LoopConfig | None = None,
+        training: TrainingConfig | None = None,
+    ) -> Project:
+        """Merge ``integration`` keys; replace loop/training configs when given."""
+        with self.session() as s:
+            row = self._project_row(s, project_id, lock=True)
+            if integration:
+                row.integration = {**row.integration, **integration}
+            if loop is not None:
+                row.loop_config = config_to_dict(loop)
+            if training is not None:
+                row.training_config = config_to_dict(training)
+            s.flush()
+            return _project(row)
+
+    def _project_row(self, s: Session, project_id: int, lock: bool = False) -> ProjectRow:
+        stmt = select(ProjectRow).where(ProjectRow.id == project_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        row = s.scalar(stmt)
+        if row is None:
+            raise NotFoundError(f"project {project_id} not found")
+        return row
+
+    # --------------------------------------------------------------------- items
+    def add_items(self, project_id: int, examples: Iterable[Example], split: str = "pool") -> ImportReport:
+        """Add items; an existing item id is kept as is (idempotent import).
+
+        Gold annotations on the examples are stored as ``gold`` (simulation oracle, test set).
+        Texts equal to an existing item's text (whitespace-normalised) are skipped and reported
+        in ``duplicate_texts`` so annotators never label the same text twice.
+        """
+        if split not in ("pool", "test"):
+            raise ValueError("split must be 'pool' or 'test'")
+        added = existing = 0
+        dupes: list[str] = []
+        now = self.clock()
+        with self.session() as s:
+            project = self._project_row(s, project_id, lock=True)
+            ner = project.task == TaskKind.NER.value
+            known_ids = set(s.scalars(select(ItemRow.item_id).where(ItemRow.project_id == project_id)))
+            known_hashes = set(
+                s.scalars(select(ItemRow.text_hash).where(ItemRow.project_id == project_id, ItemRow.split == split))
+            )
+            for ex in examples:
+                if ex.item_id in known_ids:
+                    existing += 1
+                    continue
+                h = text_hash(ex.text)
+                if h in known_hashes:
+                    dupes.append(ex.item_id)
+                    continue
+                known_ids.add(ex.item_id)
+                known_hashes.add(h)
+                s.add(
+                    ItemRow(
+                        project_id=project_id,
+                        item_id=ex.item_id,
+                        text=ex.text,
+                        text_hash=h,
+                        split=split,
+                        n_words=len(words_of(ex.text)) if ner else len(ex.text.split()),
+                        gold=payload_from_example(ex),
+                        ext_task_id=None,
+                        created_at=now,
+                    )
+                )
+                added += 1
+        return ImportReport(added=added, existing=existing, duplicate_texts=dupes)
+
+    def set_ext_task_ids(self, project_id: int, mapping: dict[str, int]) -> None:
+        with self.session() as s:
+            for item_id, task_id in mapping.items():
+                s.execute(
+                    update(ItemRow)
+                    .where(ItemRow.project_id == project_id, ItemRow.item_id == item_id)
+                    .values(ext_task_id=task_id)
+                )
+
+    def get_items(self, project_id: int, item_ids: Sequence[str] | None = None, split: str | None = None) -> list[Item]:
+        """Items in the order of ``item_ids`` (missing ids raise NotFoundError), or all of a split."""
+        with self.session() as s:
+            stmt = select(ItemRow).where(ItemRow.project_id == project_id)
+            if split is not None:
+                stmt = stmt.where(ItemRow.split == split)
+            if item_ids is None:
+                return [_item(r) for r in s.scalars(stmt.order_by(ItemRow.id))]
+            rows: dict[str, ItemRow] = {}
+            wanted = list(item_ids)
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                rows.update({r.item_id: r for r in s.scalars(stmt.where(ItemRow.item_id.in_(chunk)))})
+            missing = [i for i in wanted if i not in rows]
+            if missing:
+                raise NotFoundError(f"unknown item ids: {', '.join(missing[:5])}")
+            return [_item(rows[i]) for i in wanted]
+
+    def item_by_ext_task(self, project_id: int, task_id: int) -> Item | None:
+        with self.session() as s:
+            row = s.scalar(select(ItemRow).where(ItemRow.project_id == project_id, ItemRow.ext_task_id == task_id))
+            return _item(row) if row is not None else None
+
+    def count_items(self, project_id: int, split: str = "pool") -> int:
+        with self.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count()).select_from(ItemRow).where(
+                        ItemRow.project_id == project_id, ItemRow.split == split
+                    )
+                )
+                or 0
+            )
+
+    def unlabelled_item_ids(self, project_id: int) -> list[ItemId]:
+        """Pool items with no live annotation at all (skipped items count as answered)."""
+        with self.session() as s:
+            answered = select(LabelRow.item_id).where(LabelRow.project_id == project_id, LabelRow.deleted.is_(False))
+            ids = s.scalars(
+                select(ItemRow.item_id)
+                .where(ItemRow.project_id == project_id, ItemRow.split == "pool", ItemRow.item_id.not_in(answered))
+                .order_by(ItemRow.id)
+            )
+            return [ItemId(i) for i in ids]
+
+    def test_examples(self, project_id: int) -> list[Example]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(ItemRow)
+                .where(ItemRow.project_id == project_id, ItemRow.split == "test", ItemRow.gold.is_not(None))
+                .order_by(ItemRow.id)
+            )
+            return [example_from_payload(r.item_id, r.text, r.gold) for r in rows]
+
+    # -------------------------------------------------------------------- labels
+    def record_label(
+        self,
+        project_id: int,
+        item_id: str,
+        annotation_key: str,
+        *,
+        payload: dict[str, Any] | None,
+        source: str,
+        skipped: bool = False,
+        annotator: str | None = None,
+        updated_at: datetime | None = None,
+        lead_time: float | None = None,
+    ) -> str:
+        """Store one annotation idempotently.
+
+        Returns ``"created"``, ``"updated"`` (a newer version of the same annotation),
+        ``"duplicate"`` (same version seen before) or ``"stale"`` (older than what is stored:
+        an out-of-order event, ignored). A deleted annotation that arrives again with a newer
+        ``updated_at`` comes back to life.
+        """
+        now = self.clock()
+        updated_at = updated_at or now
+        with self.session() as s:
+            self._project_row(s, project_id)
+            if s.scalar(select(ItemRow.id).where(ItemRow.project_id == project_id, ItemRow.item_id == item_id)) is None:
+                raise NotFoundError(f"item {item_id!r} not found in project {project_id}")
+            row = s.scalar(
+                select(LabelRow).where(LabelRow.project_id == project_id, LabelRow.annotation_key == annotation_key)
+            )
+            body = payload if (payload is not None and not skipped) else {}
+            if row is None:
+                s.add(
+                    LabelRow(
+                        project_id=project_id,
+                        item_id=item_id,
+                        annotation_key=annotation_key,
+                        source=source,
+                        payload=body,
+                        annotator=annotator,
+                        updated_at=updated_at,
+                        received_at=now,
+                        skipped=skipped,
+                        deleted=False,
+                        lead_time=lead_time,
+                    )
+                )
+                return "created"
+            if updated_at < row.updated_at:
+                return "stale"
+            if updated_at == row.updated_at and not row.deleted:
+                return "duplicate"
+            row.payload, row.skipped, row.deleted = body, skipped, False
+            row.updated_at, row.received_at, row.annotator = updated_at, now, annotator or row.annotator
+            return "updated"
+
+    def delete_labels(self, project_id: int, annotation_keys: Iterable[str]) -> int:
+        with self.session() as s:
+            res = s.execute(
+                update(LabelRow)
+                .where(LabelRow.project_id == project_id, LabelRow.annotation_key.in_(list(annotation_keys)))
+                .values(deleted=True, received_at=self.clock())
+            )
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    def live_annotation_keys(self, project_id: int, source: str) -> set[str]:
+        with self.session() as s:
+            return set(
+                s.scalars(
+                    select(LabelRow.annotation_key).where(
+                        LabelRow.project_id == project_id, LabelRow.source == source, LabelRow.deleted.is_(False)
+                    )
+                )
+            )
+
+    def _current_labels(self, s: Session, project_id: int) -> dict[str, LabelRow]:
+        """Newest live row per item (skipped rows included)."""
+        rows = s.scalars(
+            select(LabelRow)
+            .where(LabelRow.project_id == project_id, LabelRow.deleted.is_(False))
+            .order_by(LabelRow.updated_at, LabelRow.id)
+        )
+        return {r.item_id: r for r in rows}
+
+    def labelled_examples(self, project_id: int) -> list[Example]:
+        """The training snapshot: every pool item whose newest live annotation is not skipped."""
+        with self.session() as s:
+            current = {k: v for k, v in self._current_labels(s, project_id).items() if not v.skipped}
+            if not current:
+                return []
+            items = {
+                r.item_id: r
+                for r in s.scalars(
+                    select(ItemRow).where(ItemRow.project_id == project_id, ItemRow.item_id.in_(list(current)))
+                )
+            }
+            ordered = sorted(current.values(), key=lambda r: (r.updated_at, r.id))
+            return [
+                example_from_payload(r.item_id, items[r.item_id].text, r.payload)
+                for r in ordered
+                if r.item_id in items
+            ]
+
+    def label_stats(self, project_id: int) -> dict[str, Any]:
+        """Counts for monitoring: labelled/skipped items, tokens, per-label counts, per annotator."""
+        with self.session() as s:
+            current = self._current_labels(s, project_id)
+            words: dict[str, int] = {
+                item_id: n
+                for item_id, n in s.execute(
+                    select(ItemRow.item_id, ItemRow.n_words).where(
+                        ItemRow.project_id == project_id, ItemRow.item_id.in_(list(current))
+                    )
+                )
+            }
+        per_label: Counter[str] = Counter()
+        per_annotator: Counter[str] = Counter()
+        labelled = skipped = tokens = 0
+        for item_id, r in current.items():
+            per_annotator[r.annotator or "unknown"] += 1
+            if r.skipped:
+                skipped += 1
+                continue
+            labelled += 1
+            tokens += int(words.get(item_id, 0))
+            for sp in r.payload.get("spans", []):
+                per_label[sp["label"]] += 1
+            for lb in r.payload.get("labels", []):
+                per_label[lb] += 1
+        return {
+            "labelled": labelled,
+            "skipped": skipped,
+            "tokens": tokens,
+            "per_label": dict(sorted(per_label.items())),
+            "per_annotator": dict(sorted(per_annotator.items())),
+        }
+
+    def label_records(self, project_id: int, since: datetime | None = None) -> list[LabelRecord]:
+        with self.session() as s:
+            stmt = select(LabelRow).where(LabelRow.project_id == project_id)
+            if since is not None:
+                stmt = stmt.where(LabelRow.received_at >= since)
+            return [_label(r) for r in s.scalars(stmt.order_by(LabelRow.received_at, LabelRow.id))]
+
+    def new_labels_since_last_round(self, project_id: int) -> int:
+        """Live, non-skipped annotations received after the newest round was created."""
+        with self.session() as s:
+            last = s.scalar(select(func.max(RoundRow.created_at)).where(RoundRow.project_id == project_id))
+            stmt = (
+                select(func.count())
+                .select_from(LabelRow)
+                .where(LabelRow.project_id == project_id, LabelRow.deleted.is_(False), LabelRow.skipped.is_(False))
+            )
+            if last is not None:
+                stmt = stmt.where(LabelRow.received_at > last)
+            return int(s.scalar(stmt) or 0)
+
+    # -------------------------------------------------------------------- rounds
+    def create_round(self, project_id: int, *, trigger: str, strategy: str, batch_size: int, seed: int) -> Round:
+        """Create the next round as ``pending``. ConflictError while another round is active."""
+        with self.session() as s:
+            self._project_row(s, project_id, lock=True)
+            active = s.scalar(
+                select(RoundRow).where(
+                    RoundRow.project_id == project_id,
+                    RoundRow.status.in_([RoundStatus.PENDING.value, RoundStatus.RUNNING.value]),
+                )
+            )
+            if active is not None:
+                raise ConflictError(f"round {active.index} of project {project_id} is still {active.status}")
+            index = s.scalar(select(func.max(RoundRow.index)).where(RoundRow.project_id == project_id))
+            row = RoundRow(
+                project_id=project_id,
+                index=0 if index is None else index + 1,
+                status=RoundStatus.PENDING.value,
+                phase="queued",
+                progress=0.0,
+                trigger=trigger,
+                strategy=strategy,
+                batch_size=batch_size,
+                seed=seed,
+                metrics={},
+                timings={},
+                report={},
+                push_status="none",
+                attempts=0,
+                created_at=self.clock(),
+            )
+            s.add(row)
+            s.flush()
+            return _round(row)
+
+    def get_round(self, round_id: int) -> Round:
+        with self.session() as s:
+            return _round(self._round_row(s, round_id))
+
+    def list_rounds(self, project_id: int) -> list[Round]:
+        with self.session() as s:
+            rows = s.scalars(select(RoundRow).where(RoundRow.project_id == project_id).order_by(RoundRow.index))
+            return [_round(r) for r in rows]
+
+    def active_round(self, project_id: int) -> Round | None:
+        with self.session() as s:
+            row = s.scalar(
+                select(RoundRow).where(
+                    RoundRow.project_id == project_id,
+                    RoundRow.status.in_([RoundStatus.PENDING.value, RoundStatus.RUNNING.value]),
+                )
+            )
+            return _round(row) if row is not None else None
+
+    def _round_row(self, s: Session, round_id: int) -> RoundRow:
+        row = s.scalar(select(RoundRow).where(RoundRow.id == round_id).with_for_update())
+        if row is None:
+            raise NotFoundError(f"round {round_id} not found")
+        return row
+
+    def claim_round(self, round_id: int, owner: str, stale_after: timedelta) -> Round | None:
+        """Make ``owner`` run the round.
+
+        Returns the round when claimed; ``None`` when it is already final (a redelivered task:
+        nothing to do). ConflictError when another owner runs it and its heartbeat is fresh.
+        A running round whose heartbeat is older than ``stale_after`` (its worker died) is
+        taken over.
+        """
+        now = self.clock()
+        with self.session() as s:
+            row = self._round_row(s, round_id)
+            status = RoundStatus(row.status)
+            if status.is_final:
+                return None
+            if status is RoundStatus.RUNNING:
+                fresh = row.heartbeat_at is not None and now - row.heartbeat_at < stale_after
+                if row.owner != owner and fresh:
+                    raise ConflictError(f"round {row.index} is being run by {row.owner}")
+            check_round_transition(status, RoundStatus.RUNNING)
+            row.status = RoundStatus.RUNNING.value
+            row.owner = owner
+            row.attempts += 1
+            row.started_at = now
+            row.heartbeat_at = now
+            row.error = None
+            return _round(row)
+
+    def update_round(self, round_id: int, **fields: Any) -> Round:
+        """Set progress fields (phase, progress, n_labels, timings, ...) and refresh the heartbeat."""
+        status = fields.pop("status", None)
+        with self.session() as s:
+            row = self._round_row(s, round_id)
+            if status is not None:
+                row.status = check_round_transition(row.status, status).value
+                if RoundStatus(row.status).is_final:
+                    row.finished_at = self.clock()
+            for key, value in fields.items():
+                if not hasattr(RoundRow, key):
+                    raise AttributeError(f"rounds have no field {key}")
+                setattr(row, key, value)
+            row.heartbeat_at = self.clock()
+            return _round(row)
+
+    def save_scores(self, round_id: int, scored: Sequence[ScoredItem]) -> None:
+        with self.session() as s:
+            s.query(ScoreRow).filter(ScoreRow.round_id == round_id).delete()
+            s.add_all(
+                ScoreRow(
+                    round_id=round_id,
+                    item_id=x.item_id,
+                    rank=x.rank,
+                    score=float(x.score),
+                    selected=x.selected,
+                    prediction=x.prediction,
+                )
+                for x in scored
+            )
+
+    def get_scores(self, round_id: int, selected_only: bool = False, limit: int | None = None) -> list[ScoredItem]:
+        with self.session() as s:
+            stmt = select(ScoreRow).where(ScoreRow.round_id == round_id)
+            if selected_only:
+                stmt = stmt.where(ScoreRow.selected.is_(True))
+            stmt = stmt.order_by(ScoreRow.rank)
+            if limit is not None:
+                stmt = stmt.limit(limit)
+            return [
+                ScoredItem(ItemId(r.item_id), r.rank, r.score, r.selected, r.prediction) for r in s.scalars(stmt)
+            ]
+
+    def last_succeeded_round(self, project_id: int) -> Round | None:
+        with self.session() as s:
+            row = s.scalar(
+                select(RoundRow)
+                .where(RoundRow.project_id == project_id, RoundRow.status == RoundStatus.SUCCEEDED.value)
+                .order_by(RoundRow.index.desc())
+                .limit(1)
+            )
+            return _round(row) if row is not None else None
+
+    # ------------------------------------------------------------ model versions
+    def add_version(
+        self,
+        project_id: int,
+        *,
+        name: str,
+        round_id: int | None,
+        base_model: str,
+        schema: LabelSchema,
+        metrics: dict[str, Any],
+        train_report: dict[str, Any],
+        artifact_path: str,
+    ) -> ModelVersion:
+        with self.session() as s:
+            row = ModelVersionRow(
+                project_id=project_id,
+                round_id=round_id,
+                name=name,
+                base_model=base_model,
+                schema_hash=schema.hash,
+                labels=list(schema.labels),
+                metrics=metrics,
+                train_report=train_report,
+                artifact_path=artifact_path,
+                status=VersionStatus.CANDIDATE.value,
+                created_at=self.clock(),
+            )
+            s.add(row)
+            s.flush()
+            return _version(row)
+
+    def get_version(self, version_id: int) -> ModelVersion:
+        with self.session() as s:
+            row = s.get(ModelVersionRow, version_id)
+            if row is None:
+                raise NotFoundError(f"model version {version_id} not found")
+            return _version(row)
+
+    def list_versions(self, project_id: int) -> list[ModelVersion]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(ModelVersionRow).where(ModelVersionRow.project_id == project_id).order_by(ModelVersionRow.id)
+            )
+            return [_version(r) for r in rows]
+
+    def promoted_version(self, project_id: int) -> ModelVersion | None:
+        with self.session() as s:
+            row = s.scalar(
+                select(ModelVersionRow).where(
+                    ModelVersionRow.project_id == project_id, ModelVersionRow.status == VersionStatus.PROMOTED.value
+                )
+            )
+            return _version(row) if row is not None else None
+
+    def promote(self, project_id: int, version_id: int) -> ModelVersion:
+        """Make ``version_id`` the promoted version; the previously promoted one is archived."""
+        now = self.clock()
+        with self.session() as s:
+            self._project_row(s, project_id, lock=True)
+            target = s.get(ModelVersionRow, version_id)
+            if target is None or target.project_id != project_id:
+                raise NotFoundError(f"model version {version_id} not found in project {project_id}")
+            if target.status == VersionStatus.PROMOTED.value:
+                return _version(target)
+            check_version_transition(target.status, VersionStatus.PROMOTED)
+            for row in s.scalars(
+                select(ModelVersionRow).where(
+                    ModelVersionRow.project_id == project_id, ModelVersionRow.status == VersionStatus.PROMOTED.value
+                )
+            ):
+                row.status = VersionStatus.ARCHIVED.value
+            target.status = VersionStatus.PROMOTED.value
+            target.promoted_at = now
+            s.flush()
+            return _version(target)
+
+    def rollback(self, project_id: int) -> ModelVersion:
+        """Promote the version that was promoted before the current one."""
+        with self.session() as s:
+            current = s.scalar(
+                select(ModelVersionRow).where(
+                    ModelVersionRow.project_id == project_id, ModelVersionRow.status == VersionStatus.PROMOTED.value
+                )
+            )
+            if current is None:
+                raise ConflictError("no promoted model version to roll back from")
+            previous = s.scalar(
+                select(ModelVersionRow)
+                .where(
+                    ModelVersionRow.project_id == project_id,
+                    ModelVersionRow.status == VersionStatus.ARCHIVED.value,
+                    ModelVersionRow.promoted_at.is_not(None),
+                    ModelVersionRow.id != current.id,
+                    ModelVersionRow.promoted_at <= current.promoted_at,
+                )
+                .order_by(ModelVersionRow.promoted_at.desc(), ModelVersionRow.id.desc())
+                .limit(1)
+            )
+            if previous is None:
+                raise ConflictError("no earlier promoted model version to roll back to")
+            current.status = VersionStatus.ARCHIVED.value
+            current.promoted_at = None
+            previous.status = VersionStatus.PROMOTED.value
+            s.flush()
+            return _version(previous)
+
+    def archive_version(self, version_id: int) -> ModelVersion:
+        with self.session() as s:
+            row = s.get(ModelVersionRow, version_id)
+            if row is None:
+                raise NotFoundError(f"model version {version_id} not found")
+            row.status = check_version_transition(row.status, VersionStatus.ARCHIVED).value
+            return _version(row)
+
+    # --------------------------------------------------------------- simulations
+    def add_simulation(self, project_id: int | None, name: str, points: list[dict[str, Any]]) -> int:
+        with self.session() as s:
+            row = SimulationRow(project_id=project_id, name=name, points=points, created_at=self.clock())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def list_simulations(self, project_id: int | None) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(SimulationRow).where(SimulationRow.project_id == project_id).order_by(SimulationRow.id)
+            )
+            return [
+                {"id": r.id, "name": r.name, "points": r.points, "created_at": r.created_at.isoformat() + "Z"}
+                for r in rows
+            ]
+
+
+# ----------------------------------------------------------------- converters
+def _project(r: ProjectRow) -> Project:
+    return Project(
+        id=r.id,
+        name=r.name,
+        task=TaskKind(r.task),
+        labels=tuple(r.labels),
+        multi_label=r.multi_label,
+        base_model=r.base_model,
+        loop_config=dict(r.loop_config or {}),
+        training_config=dict(r.training_config or {}),
+        integration=dict(r.integration or {}),
+        created_at=r.created_at,
+    )
+
+
+def _item(r: ItemRow) -> Item:
+    return Item(ItemId(r.item_id), r.text, r.split, r.n_words, r.gold, r.ext_task_id)
+
+
+def _round(r: RoundRow) -> Round:
+    return Round(
+        id=r.id,
+        project_id=r.project_id,
+        index=r.index,
+        status=r.status,
+        phase=r.phase,
+        progress=r.progress,
+        trigger=r.trigger,
+        strategy=r.strategy,
+        batch_size=r.batch_size,
+        seed=r.seed,
+        n_labels=r.n_labels,
+        n_tokens=r.n_tokens,
+        version_tag=r.version_tag,
+        model_version_id=r.model_version_id,
+        metrics=dict(r.metrics or {}),
+        timings=dict(r.timings or {}),
+        report=dict(r.report or {}),
+        push_status=r.push_status,
+        error=r.error,
+        owner=r.owner,
+        attempts=r.attempts,
+        created_at=r.created_at,
+        started_at=r.started_at,
+        heartbeat_at=r.heartbeat_at,
+        finished_at=r.finished_at,
+    )
+
+
+def _version(r: ModelVersionRow) -> ModelVersion:
+    return ModelVersion(
+        id=r.id,
+        project_id=r.project_id,
+        round_id=r.round_id,
+        name=r.name,
+        base_model=r.base_model,
+        schema_hash=r.schema_hash,
+        labels=tuple(r.labels),
+        metrics=dict(r.metrics or {}),
+        train_report=dict(r.train_report or {}),
+        artifact_path=r.artifact_path,
+        status=r.status,
+        created_at=r.created_at,
+        promoted_at=r.promoted_at,
+    )
+
+
+def _label(r: LabelRow) -> LabelRecord:
+    return LabelRecord(
+        item_id=ItemId(r.item_id),
+        annotation_key=r.annotation_key,
+        source=r.source,
+        payload=dict(r.payload or {}),
+        annotator=r.annotator,
+        updated_at=r.updated_at,
+        received_at=r.received_at,
+        skipped=r.skipped,
+        deleted=r.deleted,
+    )

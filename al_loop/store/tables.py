@@ -1,0 +1,153 @@
+"""SQLAlchemy tables. SQLite by default; any SQLAlchemy URL (PostgreSQL in compose) works.
+
+Id spaces: ``Project.id`` and ``Round.id`` are database ids; ``Item.item_id`` is the stable
+``ItemId`` string shared with Label Studio task data and reports; ``Item.ext_task_id`` is the
+Label Studio task id (the bridge's business, stored here so one row maps both).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    task: Mapped[str] = mapped_column(String(20))
+    labels: Mapped[list[Any]] = mapped_column(JSON)
+    multi_label: Mapped[bool] = mapped_column(Boolean, default=False)
+    base_model: Mapped[str] = mapped_column(String(500))
+    loop_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    training_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    integration: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ItemRow(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("project_id", "item_id", name="uq_item"),
+        Index("ix_items_project_split", "project_id", "split"),
+        Index("ix_items_ext", "project_id", "ext_task_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(10))  # "pool" | "test"
+    n_words: Mapped[int] = mapped_column(Integer, default=0)
+    gold: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    ext_task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LabelRow(Base):
+    """One annotation as received. The current label of an item is its newest live, non-skipped row."""
+
+    __tablename__ = "labels"
+    __table_args__ = (
+        UniqueConstraint("project_id", "annotation_key", name="uq_annotation"),
+        Index("ix_labels_item", "project_id", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[str] = mapped_column(String(200))
+    annotation_key: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(30))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    annotator: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    lead_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RoundRow(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("project_id", "index", name="uq_round_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    phase: Mapped[str] = mapped_column(String(20), default="queued")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    trigger: Mapped[str] = mapped_column(String(30))
+    strategy: Mapped[str] = mapped_column(String(50))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    n_labels: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    n_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version_tag: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    push_status: Mapped[str] = mapped_column(String(20), default="none")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ScoreRow(Base):
+    """The pool as scored by a round: rank 0 is asked first; ``selected`` marks the batch."""
+
+    __tablename__ = "round_scores"
+    __table_args__ = (Index("ix_scores_round_rank", "round_id", "rank"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"))
+    item_id: Mapped[str] = mapped_column(String(200))
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    selected: Mapped[bool] = mapped_column(Boolean, default=False)
+    prediction: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_version_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    round_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base_model: Mapped[str] = mapped_column(String(500))
+    schema_hash: Mapped[str] = mapped_column(String(32))
+    labels: Mapped[list[Any]] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    train_report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    artifact_path: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class SimulationRow(Base):
+    """Learning curves of an offline simulation attached to a project (for the dashboard overlay)."""
+
+    __tablename__ = "simulations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    name: Mapped[str] = mapped_column(String(200))
+    points: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

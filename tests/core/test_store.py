@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from al_loop.data.schema import LabelSchema
+from al_loop.errors import ConflictError, InvalidTransitionError, NotFoundError
+from al_loop.rounds.states import RoundStatus, check_round_transition
+from al_loop.store import Store
+from al_loop.types import Example, ItemId, Span, TaskKind
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def _cls_project(store: Store, name: str = "p"):
+    return store.create_project(name, LabelSchema.build("classification", ["pos", "neg"]))
+
+
+def test_project_round_trip_and_unique_name(store: Store) -> None:
+    p = _cls_project(store)
+    assert store.get_project(p.id).labels == ("neg", "pos")
+    assert p.schema.hash == store.get_project(p.id).schema.hash
+    with pytest.raises(ConflictError):
+        _cls_project(store)
+    with pytest.raises(NotFoundError):
+        store.get_project(999)
+    store.update_project(p.id, integration={"ls_project_id": 7})
+    assert store.find_project("ls_project_id", 7).id == p.id
+
+
+def test_add_items_is_idempotent_and_reports_duplicate_texts(store: Store) -> None:
+    p = _cls_project(store)
+    rep = store.add_items(p.id, [Example(ItemId("a"), "hello world"), Example(ItemId("b"), "hello   world")])
+    assert rep.added == 1 and rep.duplicate_texts == ["b"]
+    rep = store.add_items(p.id, [Example(ItemId("a"), "hello world"), Example(ItemId("c"), "other")])
+    assert rep.added == 1 and rep.existing == 1
+    assert store.count_items(p.id) == 2
+    assert [i.item_id for i in store.get_items(p.id, ["c", "a"])] == ["c", "a"]
+    with pytest.raises(NotFoundError):
+        store.get_items(p.id, ["zzz"])
+
+
+def test_record_label_dedupes_and_ignores_out_of_order(store: Store) -> None:
+    p = _cls_project(store)
+    store.add_items(p.id, [Example(ItemId("a"), "x"), Example(ItemId("b"), "y")])
+    t1 = datetime(2026, 1, 1, 12, 0, 0)
+    t2 = t1 + timedelta(seconds=5)
+    assert store.record_label(p.id, "a", "ls:1", payload={"labels": ["pos"]}, source="ls", updated_at=t1) == "created"
+    assert store.record_label(p.id, "a", "ls:1", payload={"labels": ["pos"]}, source="ls", updated_at=t1) == "duplicate"
+    assert store.record_label(p.id, "a", "ls:1", payload={"labels": ["neg"]}, source="ls", updated_at=t2) == "updated"
+    assert store.record_label(p.id, "a", "ls:1", payload={"labels": ["pos"]}, source="ls", updated_at=t1) == "stale"
+    assert [e.labels for e in store.labelled_examples(p.id)] == [("neg",)]
+    with pytest.raises(NotFoundError):
+        store.record_label(p.id, "nope", "ls:2", payload={"labels": ["pos"]}, source="ls")
+
+
+def test_skipped_items_are_answered_but_not_trained_on(store: Store) -> None:
+    p = _cls_project(store)
+    store.add_items(p.id, [Example(ItemId("a"), "x"), Example(ItemId("b"), "y"), Example(ItemId("c"), "z")])
+    store.record_label(p.id, "a", "ls:1", payload=None, skipped=True, source="ls")
+    store.record_label(p.id, "b", "ls:2", payload={"labels": ["pos"]}, source="ls")
+    assert [e.item_id for e in store.labelled_examples(p.id)] == ["b"]
+    assert store.unlabelled_item_ids(p.id) == ["c"]
+    stats = store.label_stats(p.id)
+    assert stats["labelled"] == 1 and stats["skipped"] == 1 and stats["per_label"] == {"pos": 1}
+    # deleting the label makes the item selectable again
+    assert store.delete_labels(p.id, ["ls:2"]) == 1
+    assert store.unlabelled_item_ids(p.id) == ["b", "c"]
+    assert store.labelled_examples(p.id) == []
+
+
+def test_ner_labels_round_trip(store: Store) -> None:
+    p = store.create_project("ner", LabelSchema.build("ner", ["Disease"]))
+    store.add_items(p.id, [Example(ItemId("a"), "breast cancer risk", spans=(Span(0, 13, "Disease"),))])
+    assert store.get_items(p.id)[0].gold == {"spans": [{"start": 0, "end": 13, "label": "Disease"}]}
+    store.record_label(p.id, "a", "k", payload={"spans": [{"start": 0, "end": 13, "label": "Disease"}]}, source="t")
+    ex = store.labelled_examples(p.id)[0]
+    assert ex.spans == (Span(0, 13, "Disease"),)
+    assert store.label_stats(p.id)["tokens"] == 3
+
+
+def test_one_active_round_per_project_and_claiming(store: Store) -> None:
+    p = _cls_project(store)
+    r0 = store.create_round(p.id, trigger="api", strategy="random", batch_size=5, seed=1)
+    assert r0.index == 0 and r0.status == "pending"
+    with pytest.raises(ConflictError):
+        store.create_round(p.id, trigger="api", strategy="random", batch_size=5, seed=1)
+    claimed = store.claim_round(r0.id, "w1", timedelta(minutes=5))
+    assert claimed.status == "running" and claimed.owner == "w1"
+    with pytest.raises(ConflictError):  # another live worker owns it
+        store.claim_round(r0.id, "w2", timedelta(minutes=5))
+    # a dead worker's round (stale heartbeat) is taken over
+    taken = store.claim_round(r0.id, "w2", timedelta(seconds=-1))
+    assert taken.owner == "w2" and taken.attempts == 2
+    store.update_round(r0.id, status=RoundStatus.SUCCEEDED)
+    assert store.claim_round(r0.id, "w3", timedelta(minutes=5)) is None  # redelivered: nothing to do
+    with pytest.raises(InvalidTransitionError):
+        store.update_round(r0.id, status=RoundStatus.RUNNING)
+    r1 = store.create_round(p.id, trigger="api", strategy="random", batch_size=5, seed=1)
+    assert r1.index == 1
+
+
+def test_state_machine_rejects_bad_transitions() -> None:
+    assert check_round_transition("pending", "running") is RoundStatus.RUNNING
+    for bad in [("pending", "succeeded"), ("succeeded", "running"), ("failed", "pending"), ("cancelled", "running")]:
+        with pytest.raises(InvalidTransitionError):
+            check_round_transition(*bad)
+
+
+def test_promote_and_rollback(store: Store) -> None:
+    p = _cls_project(store)
+    schema = p.schema
+    vs = [
+        store.add_version(p.id, name=f"v{i}", round_id=None, base_model="m", schema=schema, metrics={"score": i},
+                          train_report={}, artifact_path=f"/a/{i}")
+        for i in range(3)
+    ]
+    assert all(v.status == "candidate" for v in vs)
+    with pytest.raises(ConflictError):
+        store.rollback(p.id)
+    store.promote(p.id, vs[0].id)
+    store.promote(p.id, vs[1].id)
+    store.promote(p.id, vs[2].id)
+    assert store.promoted_version(p.id).name == "v2"
+    assert store.rollback(p.id).name == "v1"
+    assert store.rollback(p.id).name == "v0"
+    with pytest.raises(ConflictError):
+        store.rollback(p.id)
+    statuses = {v.name: v.status for v in store.list_versions(p.id)}
+    assert statuses == {"v0": "promoted", "v1": "archived", "v2": "archived"}
+
+
+def test_new_labels_since_last_round(store: Store) -> None:
+    clock = iter(datetime(2026, 1, 1) + timedelta(seconds=i) for i in range(1000))
+    store.clock = lambda: next(clock)
+    p = _cls_project(store)
+    store.add_items(p.id, [Example(ItemId(str(i)), f"t{i}") for i in range(5)])
+    store.record_label(p.id, "0", "k0", payload={"labels": ["pos"]}, source="t")
+    assert store.new_labels_since_last_round(p.id) == 1
+    store.create_round(p.id, trigger="api", strategy="random", batch_size=5, seed=1)
+    assert store.new_labels_since_last_round(p.id) == 0
+    store.record_label(p.id, "1", "k1", payload={"labels": ["pos"]}, source="t")
+    assert store.new_labels_since_last_round(p.id) == 1
+
+
+def test_task_kind_enum_round_trip(store: Store) -> None:
+    p = store.create_project("n", LabelSchema.build(TaskKind.NER, ["A", "B"]))
+    assert store.get_project(p.id).task is TaskKind.NER
