@@ -100,8 +100,8 @@ def load_data(spec: SimulationSpec) -> tuple[LabelSchema, list[Example], list[Ex
     multi = spec.task is TaskKind.CLASSIFICATION and any(len(e.labels or ()) > 1 for e in train)
     schema = LabelSchema.from_examples(spec.task, train, multi_label=multi)
     unknown = sorted(
-        {s.label for e in test for s in (e.spans or ())} | {lb for e in test for lb in (e.labels or ())}
-        - set(schema.labels)
+        {s.label for e in test for s in (e.spans or ())}
+        | {lb for e in test for lb in (e.labels or ())} - set(schema.labels)
     )
     if unknown:
         raise UnknownLabelError(
@@ -183,7 +183,10 @@ def run_simulation(
     full = full_data_score(spec, schema, train, test, model_factory) if spec.full_data else None
     summary = summarize(points, full)
     return SimulationResult(
-        spec=_spec_dict(spec), points=points, summary=summary, full_data_score=full,
+        spec=_spec_dict(spec),
+        points=points,
+        summary=summary,
+        full_data_score=full,
         seconds=time.perf_counter() - t_start,
     )
 
@@ -240,7 +243,9 @@ def summarize(points: Sequence[dict[str, Any]], full_data: float | None = None) 
             "final_score": float(mean[-1]) if len(mean) else None,
             "final_std": float(std[-1]) if len(std) else None,
             "final_labels": float(labels[-1]) if len(labels) else None,
-            "curve": [{"labels": float(lb), "mean": float(m), "std": float(sd)} for lb, m, sd in zip(labels, mean, std)],
+            "curve": [
+                {"labels": float(lb), "mean": float(m), "std": float(sd)} for lb, m, sd in zip(labels, mean, std)
+            ],
         }
         if random_final is not None:
             reach = next((float(lb) for lb, m in zip(labels, mean) if m >= random_final), None)

@@ -11,7 +11,7 @@ Id spaces:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import NewType
 
 ItemId = NewType("ItemId", str)
@@ -19,7 +19,7 @@ RoundId = NewType("RoundId", int)
 ProjectId = NewType("ProjectId", int)
 
 
-class TaskKind(str, Enum):
+class TaskKind(StrEnum):
     """What the model predicts: entity spans (NER) or text classes."""
 
     NER = "ner"

@@ -28,6 +28,7 @@ import numbers
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from itertools import pairwise
 
 from al_loop.data.schema import OUTSIDE, LabelSchema
@@ -43,6 +44,7 @@ WORD_RE = re.compile(r"\w+|[^\w\s]")
 _TAG_RE = re.compile(r"(?:O|[BI]-\S+)\Z")
 
 
+@lru_cache(maxsize=4096)
 def is_bio_tag(tag: str) -> bool:
     """True for ``O``, ``B-X`` and ``I-X`` (X non-empty, without whitespace)."""
     return bool(_TAG_RE.match(tag))
@@ -188,19 +190,23 @@ def word_tags_to_spans(words: Offsets, tags: Sequence[str]) -> list[Span]:
     """
     if len(tags) != len(words):
         raise AlignmentError(f"{len(tags)} tags for {len(words)} words")
-    fixed, _ = repair_bio(tags)
     spans: list[Span] = []
     cur_start = cur_end = -1
     cur_label: str | None = None
-    for (ws, we), tag in zip(words, fixed):
-        if tag == OUTSIDE or tag[0] == "B":
+    for i, ((ws, we), tag) in enumerate(zip(words, tags)):
+        if tag == OUTSIDE:
             if cur_label is not None:
                 spans.append(Span(cur_start, cur_end, cur_label))
                 cur_label = None
-            if tag != OUTSIDE:
-                cur_start, cur_end, cur_label = ws, we, tag[2:]
-        else:  # I-X continuing the current span (guaranteed by repair_bio)
+            continue
+        if not is_bio_tag(tag):
+            raise AlignmentError(f"invalid BIO tag {tag!r} at position {i} (expected O, B-X or I-X)")
+        if tag[0] == "I" and cur_label == tag[2:]:
             cur_end = we
+            continue
+        if cur_label is not None:  # B-X, or a malformed I-X that starts a new span
+            spans.append(Span(cur_start, cur_end, cur_label))
+        cur_start, cur_end, cur_label = ws, we, tag[2:]
     if cur_label is not None:
         spans.append(Span(cur_start, cur_end, cur_label))
     return spans

@@ -316,8 +316,8 @@ def _read_tokens(ctx: _Ctx, text: str, fmt: str) -> list[Example]:
     current: list[tuple[int, list[str]]] = []
     expected: int | None = 2 if fmt == "bio" else None
     for lineno, raw in enumerate(_LINE_BREAK.split(text), 1):
-        line = raw.strip()
-        cols = _split_columns(line) if line else []
+        line = raw.rstrip()
+        cols = _split_columns(line) if line.strip() else []
         if not cols or cols[0] == _DOCSTART:
             if current:
                 sentences.append(current)
@@ -357,8 +357,11 @@ def _read_tokens(ctx: _Ctx, text: str, fmt: str) -> list[Example]:
     examples: list[Example] = []
     for index, sent in enumerate(sentences):
         tokens = [cols[token_col] for _, cols in sent]
-        tags, repaired = repair_bio([cols[tag_col] for _, cols in sent])
-        ctx.note_repairs(repaired, sent[0][0])
+        raw_tags = [cols[tag_col] for _, cols in sent]
+        tags, repaired = repair_bio(raw_tags)
+        if repaired:
+            first = next(i for i, (a, b) in enumerate(zip(raw_tags, tags)) if a != b)
+            ctx.note_repairs(repaired, sent[first][0])
         sent_text, offsets = tokens_to_text(tokens)
         spans = tuple(word_tags_to_spans(offsets, tags))
         examples.append(

@@ -101,7 +101,9 @@ class LabelSchema:
         for lb in ex.labels or ():
             self.check_label(lb)
         if ex.labels is not None and not self.multi_label and len(ex.labels) != 1:
-            raise UnknownLabelError(f"item {ex.item_id}: single-label task needs exactly one label, got {len(ex.labels)}")
+            raise UnknownLabelError(
+                f"item {ex.item_id}: single-label task needs exactly one label, got {len(ex.labels)}"
+            )
         return ex
 
     def to_dict(self) -> dict[str, object]:
@@ -110,13 +112,19 @@ class LabelSchema:
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> LabelSchema:
         try:
-            return cls(TaskKind(str(d["task"])), tuple(d["labels"]), bool(d.get("multi_label", False)))  # type: ignore[arg-type]
+            labels = d["labels"]
+            if not isinstance(labels, list | tuple):
+                raise TypeError("labels must be a list")
+            return cls(TaskKind(str(d["task"])), tuple(labels), bool(d.get("multi_label", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"invalid label schema: {exc}") from exc
 
     @property
     def hash(self) -> str:
         """Stable 16-hex-digit hash of the canonical JSON form (task, tags, multi_label)."""
-        canon = json.dumps({"task": self.task.value, "tags": list(self.tags), "multi_label": self.multi_label},
-                           sort_keys=True, separators=(",", ":"))
+        canon = json.dumps(
+            {"task": self.task.value, "tags": list(self.tags), "multi_label": self.multi_label},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
         return hashlib.sha256(canon.encode()).hexdigest()[:16]

@@ -38,13 +38,20 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from al_loop.config import TrainingConfig, config_to_dict
-from al_loop.data.align import check_spans, first_subword_labels, spans_to_word_tags, token_to_word, word_tags_to_spans, words_of
+from al_loop.data.align import (
+    check_spans,
+    first_subword_labels,
+    spans_to_word_tags,
+    token_to_word,
+    word_tags_to_spans,
+    words_of,
+)
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError, EmptyInputError, ModelLoadError, SchemaError
 from al_loop.models.artifacts import make_manifest, read_artifact, write_artifact
@@ -52,6 +59,9 @@ from al_loop.models.loading import pick_device, pick_precision, precision_name, 
 from al_loop.training.metrics import classification_metrics, ner_metrics
 from al_loop.training.trainer import IGNORE_INDEX, Feature, LossKind, TrainReport, split_train_val, train_loop
 from al_loop.types import Example, Span, TaskKind
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +108,9 @@ def _content_range(offsets: Sequence[tuple[int, int]]) -> tuple[int, int] | None
     return (pos[0], pos[-1]) if pos else None
 
 
-def _words_in_window(words: Sequence[tuple[int, int]], starts: Sequence[int], offsets: Sequence[tuple[int, int]],
-                     rng: tuple[int, int]) -> tuple[int, int]:
+def _words_in_window(
+    words: Sequence[tuple[int, int]], starts: Sequence[int], offsets: Sequence[tuple[int, int]], rng: tuple[int, int]
+) -> tuple[int, int]:
     """Slice ``[lo, hi)`` of the words whose first character lies inside the window's character range."""
     lo_char, hi_char = offsets[rng[0]][0], offsets[rng[1]][1]
     return bisect_left(starts, lo_char), bisect_left(starts, hi_char)
@@ -120,7 +131,7 @@ class TextModel:
         schema: LabelSchema,
         base_model: str,
         config: TrainingConfig,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         tokenizer: Any,
         *,
         device: torch.device,
@@ -139,13 +150,17 @@ class TextModel:
         self._fresh_head = fresh_head
         max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         # BERT-like models accept max_position_embeddings tokens; RoBERTa-like reserve 2 for the padding offset
-        limit = max_pos - 2 if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else max_pos
+        limit = (
+            max_pos - 2
+            if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert")
+            else max_pos
+        )
         self.max_length = min(config.max_length, limit) if limit > 0 else config.max_length
         if config.window_stride >= self.max_length // 2:
             raise ConfigError(f"window_stride {config.window_stride} too large for max_length {self.max_length}")
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
-        self.model.to(device)
+        self.model.to(device)  # type: ignore[arg-type]  # transformers types .to() oddly
         self.model.eval()
 
     # ------------------------------------------------------------------ construction
@@ -184,8 +199,17 @@ class TextModel:
                     f"differs from {schema.labels} ({schema.hash})"
                 )
             model, tokenizer = _load_hf(str(init_from), schema, from_artifact=True)
-            return cls(schema, base_model, config, model, tokenizer, device=device, autocast_dtype=dtype,
-                       fresh_head=False, manifest=manifest)
+            return cls(
+                schema,
+                base_model,
+                config,
+                model,
+                tokenizer,
+                device=device,
+                autocast_dtype=dtype,
+                fresh_head=False,
+                manifest=manifest,
+            )
         path = resolve_model_path(base_model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -213,8 +237,17 @@ class TextModel:
         device = pick_device(config.device)
         dtype = pick_precision(config.precision, device)
         model, tokenizer = _load_hf(str(artifact_dir), schema, from_artifact=True)
-        return cls(schema, str(manifest.get("base_model", "")), config, model, tokenizer, device=device,
-                   autocast_dtype=dtype, fresh_head=False, manifest=manifest)
+        return cls(
+            schema,
+            str(manifest.get("base_model", "")),
+            config,
+            model,
+            tokenizer,
+            device=device,
+            autocast_dtype=dtype,
+            fresh_head=False,
+            manifest=manifest,
+        )
 
     def save(self, artifact_dir: str | Path, extra_manifest: dict[str, Any] | None = None) -> Path:
         """Write the model atomically to ``artifact_dir`` (replacing it) and return its absolute path.
@@ -223,8 +256,13 @@ class TextModel:
         ``label_schema.json`` and ``manifest.json`` (``extra_manifest`` under
         ``"extra"``; must be JSON-serialisable). See :mod:`al_loop.models.artifacts`.
         """
-        manifest = make_manifest(self.schema, self.base_model, training_config=config_to_dict(self.config),
-                                 precision=self.precision, extra=extra_manifest)
+        manifest = make_manifest(
+            self.schema,
+            self.base_model,
+            training_config=config_to_dict(self.config),
+            precision=self.precision,
+            extra=extra_manifest,
+        )
 
         def write_files(tmp: Path) -> None:
             self.model.save_pretrained(str(tmp))
@@ -243,9 +281,9 @@ class TextModel:
         ``config.inference_batch_size`` windows with dynamic padding.
         """
         texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, not str")
+        for i, item in enumerate(texts):
+            if not isinstance(item, str):
+                raise TypeError(f"texts[{i}] is {type(item).__name__}, not str")
         ner = self.task is TaskKind.NER
         n_tags = self.schema.num_outputs
         dim = int(getattr(self.model.config, "hidden_size", 0)) if embeddings else 0
@@ -266,21 +304,34 @@ class TextModel:
                 for t, text in enumerate(chunk):
                     words = words_of(text)
                     all_words.append(words)
-                    token_probs.append(self._word_probs(words, [windows[j] for j in by_text[t]],
-                                                        [win_out[j] for j in by_text[t]], n_tags))
+                    token_probs.append(
+                        self._word_probs(
+                            words, [windows[j] for j in by_text[t]], [win_out[j] for j in by_text[t]], n_tags
+                        )
+                    )
             else:
                 probs_parts.append(self._pool_windows(by_text, windows, win_out, width=n_tags))
         emb = np.concatenate(emb_parts) if emb_parts else np.zeros((len(texts), dim), dtype=np.float32)
         if not ner:
             probs = np.concatenate(probs_parts) if probs_parts else np.zeros((0, n_tags), dtype=np.float32)
-            return ModelOutput(embeddings=emb.astype(np.float32, copy=False), probs=probs.astype(np.float32, copy=False),
-                               token_probs=None, words=None, predicted=self.decode_probs(probs))
+            return ModelOutput(
+                embeddings=emb.astype(np.float32, copy=False),
+                probs=probs.astype(np.float32, copy=False),
+                token_probs=None,
+                words=None,
+                predicted=self.decode_probs(probs),
+            )
         predicted: list[tuple[Span, ...]] = []
         for words, tp in zip(all_words, token_probs):
             tags = [self.schema.tags[k] for k in tp.argmax(axis=1)] if len(words) else []
             predicted.append(tuple(word_tags_to_spans(words, tags)))
-        return ModelOutput(embeddings=emb.astype(np.float32, copy=False), probs=None, token_probs=token_probs,
-                           words=all_words, predicted=predicted)
+        return ModelOutput(
+            embeddings=emb.astype(np.float32, copy=False),
+            probs=None,
+            token_probs=token_probs,
+            words=all_words,
+            predicted=predicted,
+        )
 
     def decode_probs(self, probs: np.ndarray) -> list[tuple[str, ...]]:
         """Label names from classification probabilities (n, k): argmax, or the multi-label threshold rule."""
@@ -298,9 +349,15 @@ class TextModel:
         if not texts:
             return []
         enc = self.tokenizer(
-            list(texts), truncation=True, max_length=self.max_length, stride=self.config.window_stride,
-            return_overflowing_tokens=True, return_offsets_mapping=True, padding=False,
-            return_attention_mask=False, return_token_type_ids=False,
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            stride=self.config.window_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
         )
         mapping = enc["overflow_to_sample_mapping"]
         return [
@@ -340,10 +397,7 @@ class TextModel:
                 with self._autocast():
                     out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden)
                 logits = out.logits.float()
-                if ner or not self.schema.multi_label:
-                    p = torch.softmax(logits, dim=-1)
-                else:
-                    p = torch.sigmoid(logits)
+                p = torch.sigmoid(logits) if self.schema.multi_label else torch.softmax(logits, dim=-1)
                 p_np = p.cpu().numpy().astype(np.float32, copy=False)
                 for r, j in enumerate(idx):
                     outs[j] = p_np[r, : len(windows[j].ids)] if ner else p_np[r]
@@ -355,8 +409,9 @@ class TextModel:
         return outs, embs
 
     @staticmethod
-    def _pool_windows(by_text: Sequence[Sequence[int]], windows: Sequence[_Window], values: Any,
-                      width: int) -> np.ndarray:
+    def _pool_windows(
+        by_text: Sequence[Sequence[int]], windows: Sequence[_Window], values: Any, width: int
+    ) -> np.ndarray:
         """Per text, the token-count-weighted mean of its windows' vectors; (n_texts, width) float32."""
         out = np.zeros((len(by_text), width), dtype=np.float32)
         if width == 0:
@@ -371,8 +426,9 @@ class TextModel:
         return out
 
     @staticmethod
-    def _word_probs(words: Sequence[tuple[int, int]], windows: Sequence[_Window], outs: Sequence[np.ndarray],
-                    n_tags: int) -> np.ndarray:
+    def _word_probs(
+        words: Sequence[tuple[int, int]], windows: Sequence[_Window], outs: Sequence[np.ndarray], n_tags: int
+    ) -> np.ndarray:
         """(n_words, n_tags) probabilities: each word from the window where its first subword is most central."""
         result = np.zeros((len(words), n_tags), dtype=np.float32)
         if not words:
@@ -436,14 +492,14 @@ class TextModel:
         feats: list[Feature] = []
         if self.task is not TaskKind.NER:
             for w in windows:
-                labels = examples[w.text].labels or ()
+                names = examples[w.text].labels or ()
                 if self.schema.multi_label:
                     hot = [0.0] * self.schema.num_outputs
-                    for lb in labels:
+                    for lb in names:
                         hot[label2id[lb]] = 1.0
                     feats.append(Feature(w.ids, hot))
                 else:
-                    feats.append(Feature(w.ids, label2id[labels[0]]))
+                    feats.append(Feature(w.ids, label2id[names[0]]))
             return feats
         cache: dict[int, tuple[list[tuple[int, int]], list[int], list[int]]] = {}
         for w in windows:
@@ -488,9 +544,18 @@ class TextModel:
             return float(self._score(val))
 
         report = train_loop(
-            self.model, features, config=self.config, kind=kind, device=self.device,
-            autocast_dtype=self.autocast_dtype, pad_id=self.pad_id, fresh_head=self._fresh_head,
-            n_train=len(train), n_val=len(val), validate=validate if val else None, progress=progress,
+            self.model,
+            features,
+            config=self.config,
+            kind=kind,
+            device=self.device,
+            autocast_dtype=self.autocast_dtype,
+            pad_id=self.pad_id,
+            fresh_head=self._fresh_head,
+            n_train=len(train),
+            n_val=len(val),
+            validate=validate if val else None,
+            progress=progress,
         )
         self._fresh_head = False
         return report
@@ -501,10 +566,13 @@ class TextModel:
     def _metrics(self, labelled: Sequence[Example]) -> dict[str, Any]:
         out = self.predict([ex.text for ex in labelled], embeddings=False)
         if self.task is TaskKind.NER:
-            return ner_metrics([ex.text for ex in labelled], [ex.spans or () for ex in labelled],
-                               out.predicted)  # type: ignore[arg-type]
-        return classification_metrics([ex.labels or () for ex in labelled], out.predicted,  # type: ignore[arg-type]
-                                      self.schema.labels, multi_label=self.schema.multi_label)
+            return ner_metrics([ex.text for ex in labelled], [ex.spans or () for ex in labelled], out.predicted)  # type: ignore[arg-type]
+        return classification_metrics(
+            [ex.labels or () for ex in labelled],
+            out.predicted,  # type: ignore[arg-type]
+            self.schema.labels,
+            multi_label=self.schema.multi_label,
+        )
 
     def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
         """Metrics of :mod:`al_loop.training.metrics` on the labelled ``examples`` (main number: ``"score"``).
@@ -517,7 +585,7 @@ class TextModel:
         return self._metrics(labelled)
 
 
-def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool) -> tuple[torch.nn.Module, Any]:
+def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool) -> tuple[PreTrainedModel, Any]:
     """Load model + fast tokenizer from a local folder, offline.
 
     From a base model the head is sized and named by ``schema`` (new head);
@@ -528,8 +596,12 @@ def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool) -> tuple[
     auto = AutoModelForTokenClassification if schema.task is TaskKind.NER else AutoModelForSequenceClassification
     kwargs: dict[str, Any] = {"local_files_only": True}
     if not from_artifact:
-        kwargs.update(num_labels=schema.num_outputs, id2label=schema.id2label, label2id=schema.label2id,
-                      ignore_mismatched_sizes=True)
+        kwargs.update(
+            num_labels=schema.num_outputs,
+            id2label=schema.id2label,
+            label2id=schema.label2id,
+            ignore_mismatched_sizes=True,
+        )
         if schema.task is TaskKind.CLASSIFICATION:
             kwargs["problem_type"] = (
                 "multi_label_classification" if schema.multi_label else "single_label_classification"
@@ -542,8 +614,8 @@ def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool) -> tuple[
         raise ModelLoadError(f"cannot load model from {source}: {exc}") from exc
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"model {source} has no fast tokenizer; character offsets are required")
-    stored = [str(model.config.id2label.get(i, model.config.id2label.get(str(i), "")))  # type: ignore[union-attr]
-              for i in range(len(model.config.id2label))]  # type: ignore[arg-type]
+    id2label: dict[Any, Any] = dict(model.config.id2label or {})
+    stored = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
     if stored != list(schema.tags):
         raise SchemaError(f"model {source} predicts {stored}, but the label schema has {list(schema.tags)}")
     return model, tokenizer

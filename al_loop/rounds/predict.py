@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from al_loop.errors import ConflictError
-from al_loop.rounds.service import ModelFactory, TrainedModel, default_model_factory, item_confidence, prediction_payload
+from al_loop.rounds.service import (
+    ModelFactory,
+    TrainedModel,
+    default_model_factory,
+    item_confidence,
+    prediction_payload,
+)
 from al_loop.store.records import ModelVersion
 from al_loop.store.repository import Store
 
@@ -60,7 +66,9 @@ class PredictService:
         output = model.predict(list(texts), embeddings=False)
         schema = model.schema
         preds = [
-            prediction_payload(schema.task, output.predicted[i], item_confidence(output, i, schema.task, schema.multi_label))
+            prediction_payload(
+                schema.task, output.predicted[i], item_confidence(output, i, schema.task, schema.multi_label)
+            )
             for i in range(len(texts))
         ]
         return PredictResult(version.name, preds)

@@ -25,7 +25,7 @@ from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
 from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
 from al_loop.store.repository import Store, utcnow
 from al_loop.strategies import PoolView, Strategy, cold_start, make_strategy
-from al_loop.types import Example, ItemId, Span, TaskKind
+from al_loop.types import Example, Span, TaskKind
 
 log = logging.getLogger("al_loop.rounds")
 
@@ -216,7 +216,9 @@ class RoundService:
                 base = self.factory.create(schema, project.base_model, training)
                 embeddings = base.predict(texts, embeddings=True).embeddings
             view = PoolView(item_ids=tuple(it.item_id for it in pool_items), embeddings=embeddings)
-            selection = cold_start(view, min(rnd.batch_size, len(view.item_ids)), rng, loop.cold_start) if texts else None
+            selection = (
+                cold_start(view, min(rnd.batch_size, len(view.item_ids)), rng, loop.cold_start) if texts else None
+            )
             chosen = list(selection.item_ids) if selection else []
             rest = [i for i in view.item_ids if i not in set(chosen)]
             rest = [rest[i] for i in rng.permutation(len(rest))]
@@ -231,10 +233,12 @@ class RoundService:
             heart.phase(RoundPhase.TRAIN, 0.05)
             t0 = time.perf_counter()
             promoted = self.store.promoted_version(project.id)
-            init_from = promoted.artifact_path if (training.warm_start and promoted and promoted.artifact_path) else None
+            init_from = (
+                promoted.artifact_path if (training.warm_start and promoted and promoted.artifact_path) else None
+            )
             model = self.factory.create(schema, project.base_model, training, init_from=init_from)
             fit_report = model.fit(labelled, progress=lambda f: heart.progress(0.05 + 0.7 * f))
-            train_report = asdict(fit_report) if is_dataclass(fit_report) else dict(fit_report or {})
+            train_report = _as_dict(fit_report)
             timings["train"] = time.perf_counter() - t0
 
             # 3. evaluate
@@ -355,8 +359,13 @@ class RoundService:
     def _top(self, scored: Sequence[ScoredItem], items: Sequence[Any], k: int = 10) -> list[dict[str, Any]]:
         text = {it.item_id: it.text for it in items}
         return [
-            {"item_id": s.item_id, "rank": s.rank, "score": s.score, "text": text.get(s.item_id, "")[:300],
-             "prediction": s.prediction}
+            {
+                "item_id": s.item_id,
+                "rank": s.rank,
+                "score": s.score,
+                "text": text.get(s.item_id, "")[:300],
+                "prediction": s.prediction,
+            }
             for s in scored[:k]
         ]
 
@@ -410,3 +419,8 @@ def _score(metrics: dict[str, Any]) -> float:
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str) or v is None}
 
+
+def _as_dict(report: Any) -> dict[str, Any]:
+    if is_dataclass(report) and not isinstance(report, type):
+        return asdict(report)
+    return dict(report or {})

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from al_loop.errors import InvalidTransitionError
 
 
-class RoundStatus(str, Enum):
+class RoundStatus(StrEnum):
     """Life cycle of a round.
 
     ``pending`` (created, queued) -> ``running`` (a worker owns it) -> ``succeeded`` | ``failed``;
@@ -42,7 +42,7 @@ ROUND_TRANSITIONS: dict[RoundStatus, frozenset[RoundStatus]] = {
 }
 
 
-class RoundPhase(str, Enum):
+class RoundPhase(StrEnum):
     """What a running round is doing (for progress display); not a status."""
 
     QUEUED = "queued"
@@ -55,7 +55,7 @@ class RoundPhase(str, Enum):
     DONE = "done"
 
 
-class VersionStatus(str, Enum):
+class VersionStatus(StrEnum):
     """Model versions: a new one is a ``candidate``; one per project is ``promoted`` (serves predictions)."""
 
     CANDIDATE = "candidate"

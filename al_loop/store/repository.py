@@ -57,7 +57,7 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     """Naive UTC now (the store keeps naive UTC datetimes)."""
-    return datetime.utcnow()  # noqa: DTZ003
+    return datetime.utcnow()
 
 
 def text_hash(text: str) -> str:
@@ -264,9 +264,9 @@ class Store:
         with self.session() as s:
             return int(
                 s.scalar(
-                    select(func.count()).select_from(ItemRow).where(
-                        ItemRow.project_id == project_id, ItemRow.split == split
-                    )
+                    select(func.count())
+                    .select_from(ItemRow)
+                    .where(ItemRow.project_id == project_id, ItemRow.split == split)
                 )
                 or 0
             )
@@ -389,9 +389,7 @@ class Store:
             }
             ordered = sorted(current.values(), key=lambda r: (r.updated_at, r.id))
             return [
-                example_from_payload(r.item_id, items[r.item_id].text, r.payload)
-                for r in ordered
-                if r.item_id in items
+                example_from_payload(r.item_id, items[r.item_id].text, r.payload) for r in ordered if r.item_id in items
             ]
 
     def label_stats(self, project_id: int) -> dict[str, Any]:
@@ -574,9 +572,7 @@ class Store:
             stmt = stmt.order_by(ScoreRow.rank)
             if limit is not None:
                 stmt = stmt.limit(limit)
-            return [
-                ScoredItem(ItemId(r.item_id), r.rank, r.score, r.selected, r.prediction) for r in s.scalars(stmt)
-            ]
+            return [ScoredItem(ItemId(r.item_id), r.rank, r.score, r.selected, r.prediction) for r in s.scalars(stmt)]
 
     def last_succeeded_round(self, project_id: int) -> Round | None:
         with self.session() as s:

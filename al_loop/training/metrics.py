@@ -87,9 +87,7 @@ def classification_metrics(
         t = [g[0] for g in gold]
         p_ = [p[0] for p in pred]
         accuracy = float(accuracy_score(t, p_))
-        prec, rec, f1, support = precision_recall_fscore_support(
-            t, p_, labels=labels, average=None, zero_division=0
-        )
+        prec, rec, f1, support = precision_recall_fscore_support(t, p_, labels=labels, average=None, zero_division=0)
         macro = float(f1_score(t, p_, labels=labels, average="macro", zero_division=0))
         micro = accuracy
         matrix = confusion_matrix(t, p_, labels=labels).tolist()
@@ -156,13 +154,26 @@ def ner_metrics(
         for typ, _, _ in eg & ep:
             errors.setdefault(typ, {"fp": 0, "fn": 0})
     if n_gold == 0 and n_pred == 0:
-        return {"score": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0, "n": len(texts), "n_gold": 0,
-                "n_pred": 0, "per_label": {}, "errors": {}}
+        return {
+            "score": 0.0,
+            "f1": 0.0,
+            "precision": 0.0,
+            "recall": 0.0,
+            "n": len(texts),
+            "n_gold": 0,
+            "n_pred": 0,
+            "per_label": {},
+            "errors": {},
+        }
     report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
     micro = report["micro avg"]
     per_label = {
-        typ: {"precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]),
-              "support": int(r["support"])}
+        typ: {
+            "precision": float(r["precision"]),
+            "recall": float(r["recall"]),
+            "f1": float(r["f1-score"]),
+            "support": int(r["support"]),
+        }
         for typ, r in report.items()
         if not typ.endswith(" avg")
     }

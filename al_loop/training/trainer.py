@@ -240,11 +240,20 @@ def train_loop(
     precision = "bf16" if autocast_dtype == torch.bfloat16 else "fp32"
     log.info(
         "training %d windows (%d examples, %d val): %d epochs x %d steps, batch %d, %s on %s",
-        len(features), n_train, n_val, epochs, steps_per_epoch, config.batch_size, precision, device,
+        len(features),
+        n_train,
+        n_val,
+        epochs,
+        steps_per_epoch,
+        config.batch_size,
+        precision,
+        device,
     )
     random.seed(config.seed)
     np.random.seed(config.seed)
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     lengths = [len(f.input_ids) for f in features]
     history: list[dict[str, Any]] = []
     best_score = -math.inf
@@ -265,7 +274,9 @@ def train_loop(
             losses: list[float] = []
             for batch in _batches(lengths, config.batch_size, gen):
                 ids, mask, labels = _collate([features[i] for i in batch], pad_id, kind, device)
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                ):
                     logits = model(input_ids=ids, attention_mask=mask).logits
                 loss = _loss(logits, labels, kind)
                 optimizer.zero_grad(set_to_none=True)

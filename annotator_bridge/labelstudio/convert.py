@@ -14,6 +14,7 @@ default ``"text"``). NER offsets are end-exclusive Python character indices.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -117,7 +118,7 @@ def _spans_from_result(items: Sequence[Mapping[str, Any]], text: str, config: La
         label = config.label_of(str(labels[0]))
         config.schema.check_label(label)
         shown = value.get("text")
-        if isinstance(shown, str) and 0 <= start < end <= len(text) and text[start:end] != shown:
+        if isinstance(shown, str) and text[max(start, 0):max(end, 0)] != shown:
             # Old Label Studio front ends counted UTF-16 units; accept that reading only when it matches exactly.
             s16, e16 = _utf16_to_codepoints(text, start), _utf16_to_codepoints(text, end)
             if s16 is not None and e16 is not None and text[s16:e16] == shown:
@@ -133,7 +134,7 @@ def _spans_from_result(items: Sequence[Mapping[str, Any]], text: str, config: La
             raise AlignmentError(f"item {item}: span [{start}, {end}) covers only whitespace")
         spans.append(Span(start, end, label))
     spans.sort()
-    for a, b in zip(spans, spans[1:]):
+    for a, b in itertools.pairwise(spans):
         if b.start < a.end:
             raise AlignmentError(f"item {item}: spans [{a.start}, {a.end}) {a.label} and [{b.start}, {b.end}) "
                                  f"{b.label} overlap")

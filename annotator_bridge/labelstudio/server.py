@@ -385,7 +385,8 @@ class LabelStudioServer:
                 f"{self.data_dir} was probably created with other credentials or without legacy tokens") from exc
         except (OSError, ValueError) as exc:
             self.stop()
-            raise LabelStudioServerError(f"Label Studio at {self.host}:{self.port} did not answer whoami: {exc}") from exc
+            raise LabelStudioServerError(
+                f"Label Studio at {self.host}:{self.port} did not answer whoami: {exc}") from exc
         if email != self.username:
             self.stop()
             raise LabelStudioServerError(f"the API token belongs to {email!r}, not {self.username!r}")

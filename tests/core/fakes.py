@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class FakeReport:
 class FakeModel:
     """Word-vote model: each word votes for the labels it was seen with in training."""
 
-    created: list[FakeModel] = []
+    created: ClassVar[list[FakeModel]] = []
 
     def __init__(self, schema: LabelSchema, base_model: str = "default", config: TrainingConfig | None = None) -> None:
         self.schema = schema
@@ -49,8 +49,13 @@ class FakeModel:
         FakeModel.created.append(self)
 
     @classmethod
-    def create(cls, schema: LabelSchema, base_model: str = "default", config: TrainingConfig | None = None,
-               init_from: str | Path | None = None) -> FakeModel:
+    def create(
+        cls,
+        schema: LabelSchema,
+        base_model: str = "default",
+        config: TrainingConfig | None = None,
+        init_from: str | Path | None = None,
+    ) -> FakeModel:
         model = cls(schema, base_model, config)
         model.init_from = init_from
         if init_from is not None:

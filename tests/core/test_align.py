@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_words_of_covers_every_non_space_character() -> None:
     covered = {i for s, e in words for i in range(s, e)}
     assert covered == {i for i, ch in enumerate(text) if not ch.isspace()}
     assert all(s < e for s, e in words)
-    assert all(a[1] <= b[0] for a, b in zip(words, words[1:]))
+    assert all(a[1] <= b[0] for a, b in pairwise(words))
 
 
 # ----------------------------------------------------------------------------- check_spans

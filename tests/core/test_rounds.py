@@ -31,8 +31,9 @@ def setup(tmp_path):
     p = store.create_project("p", schema, loop=LoopConfig(strategy="least_confidence", batch_size=4, seed_size=6))
     data = _cls_examples(40)
     store.add_items(p.id, data, "pool")
-    store.add_items(p.id, [Example(ItemId(f"t{e.item_id}"), e.text + " test", labels=e.labels) for e in data[:12]],
-                    "test")
+    store.add_items(
+        p.id, [Example(ItemId(f"t{e.item_id}"), e.text + " test", labels=e.labels) for e in data[:12]], "test"
+    )
     service = RoundService(store, FakeModel, tmp_path / "artifacts")
     return store, p, service, {e.item_id: payload_from_example(e) for e in data}
 
@@ -90,8 +91,11 @@ def test_rounds_are_deterministic(tmp_path) -> None:
     picks = []
     for k in range(2):
         store = Store(f"sqlite:///{tmp_path / f'db{k}.sqlite'}")
-        p = store.create_project("p", LabelSchema.build("classification", ["pos", "neg"]),
-                                 loop=LoopConfig(strategy="random", batch_size=4, seed_size=5, seed=3))
+        p = store.create_project(
+            "p",
+            LabelSchema.build("classification", ["pos", "neg"]),
+            loop=LoopConfig(strategy="random", batch_size=4, seed_size=5, seed=3),
+        )
         store.add_items(p.id, _cls_examples(30))
         service = RoundService(store, FakeModel, None)
         r = service.run_round(service.create_round(p.id).id).round
@@ -100,7 +104,7 @@ def test_rounds_are_deterministic(tmp_path) -> None:
 
 
 def test_user_error_marks_round_failed_without_crashing(setup) -> None:
-    store, p, service, gold = setup
+    store, p, service, _gold = setup
     r0 = service.run_round(service.create_round(p.id).id).round
     item = store.get_scores(r0.id, selected_only=True)[0].item_id
     store.record_label(p.id, item, "bad", payload={"labels": ["unknown-label"]}, source="api")
@@ -173,9 +177,16 @@ def test_ner_round(tmp_path) -> None:
     schema = LabelSchema.build("ner", ["Disease"])
     p = store.create_project("ner", schema, loop=LoopConfig(strategy="mnlp", batch_size=3, seed_size=4))
     data = [
-        Example(ItemId(f"n{i}"), f"patients with cancer type {i} and flu",
-                spans=(Span(14, 20, "Disease"), Span(len(f"patients with cancer type {i} and "),
-                                                   len(f"patients with cancer type {i} and flu"), "Disease")))
+        Example(
+            ItemId(f"n{i}"),
+            f"patients with cancer type {i} and flu",
+            spans=(
+                Span(14, 20, "Disease"),
+                Span(
+                    len(f"patients with cancer type {i} and "), len(f"patients with cancer type {i} and flu"), "Disease"
+                ),
+            ),
+        )
         for i in range(12)
     ]
     store.add_items(p.id, data)
@@ -192,9 +203,12 @@ def test_ner_round(tmp_path) -> None:
 
 def test_warm_start_uses_previous_artifact(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    p = store.create_project("p", LabelSchema.build("classification", ["pos", "neg"]),
-                             loop=LoopConfig(strategy="entropy", batch_size=4, seed_size=6),
-                             training=TrainingConfig(warm_start=True))
+    p = store.create_project(
+        "p",
+        LabelSchema.build("classification", ["pos", "neg"]),
+        loop=LoopConfig(strategy="entropy", batch_size=4, seed_size=6),
+        training=TrainingConfig(warm_start=True),
+    )
     data = _cls_examples(30)
     store.add_items(p.id, data)
     gold = {e.item_id: payload_from_example(e) for e in data}

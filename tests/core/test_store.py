@@ -115,8 +115,16 @@ def test_promote_and_rollback(store: Store) -> None:
     p = _cls_project(store)
     schema = p.schema
     vs = [
-        store.add_version(p.id, name=f"v{i}", round_id=None, base_model="m", schema=schema, metrics={"score": i},
-                          train_report={}, artifact_path=f"/a/{i}")
+        store.add_version(
+            p.id,
+            name=f"v{i}",
+            round_id=None,
+            base_model="m",
+            schema=schema,
+            metrics={"score": i},
+            train_report={},
+            artifact_path=f"/a/{i}",
+        )
         for i in range(3)
     ]
     assert all(v.status == "candidate" for v in vs)

@@ -24,11 +24,12 @@ from al_loop.strategies import (
     Strategy,
     cold_start,
     make_strategy,
+    modal_adapter,
     priorities,
     priority_from_rank,
+    scores,
     strategies_for,
 )
-from al_loop.strategies import modal_adapter, scores
 from al_loop.types import ItemId, Selection, TaskKind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,14 +136,16 @@ class TestStrategyContract:
         for seed in range(4):
             rng = np.random.default_rng(seed)
             target = int(rng.integers(n))
-            probs = token_probs = None
+            probs: np.ndarray | None = None
+            token_probs: list[np.ndarray] | None = None
             if kind == "single":
                 probs = np.full((n, N_CLASSES), 0.02 / (N_CLASSES - 1))
                 probs[np.arange(n), rng.integers(0, N_CLASSES, n)] = 0.98
                 probs[target] = 1.0 / N_CLASSES
             elif kind == "multi":
-                probs = np.where(rng.random((n, N_CLASSES)) < 0.5, 0.03, 0.97)
-                probs[target] = 0.5
+                multi = np.where(rng.random((n, N_CLASSES)) < 0.5, 0.03, 0.97)
+                multi[target] = 0.5
+                probs = multi
             else:
                 token_probs = []
                 for i in range(n):
@@ -216,6 +219,16 @@ def test_ranked_batch_matches_reference_algorithm(seed: int) -> None:
     X, u, lab = rng.normal(size=(40, 3)), rng.random(40), rng.normal(size=(5, 3))
     got = modal_adapter.ranked_batch(X, u, 12, np.random.default_rng(99), lab)
     assert got.tolist() == _reference_ranked_batch(X, u, lab, 12)
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_ranked_batch_incremental_path_matches_modal(monkeypatch: pytest.MonkeyPatch, labelled: bool) -> None:
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 5)).astype(np.float32)
+    u, lab = rng.random(60), (rng.normal(size=(7, 5)).astype(np.float32) if labelled else None)
+    via_modal = modal_adapter.ranked_batch(X, u, 20, np.random.default_rng(8), lab)
+    monkeypatch.setattr(modal_adapter, "RANKED_BATCH_MODAL_LIMIT", 0)
+    assert modal_adapter.ranked_batch(X, u, 20, np.random.default_rng(8), lab).tolist() == via_modal.tolist()
 
 
 def test_ranked_batch_cold_start_takes_most_central_first_and_never_repeats() -> None:
@@ -303,9 +316,11 @@ def test_classification_score_values() -> None:
 def test_multilabel_scores() -> None:
     probs = np.array([[0.5, 0.99], [0.9, 0.2], [0.0, 1.0]])
     np.testing.assert_allclose(scores.multilabel_least_confidence(probs), [0.5, 0.2, 0.0])
-    np.testing.assert_allclose(scores.multilabel_margin(probs), [1.0, 0.6, 0.0])
+    np.testing.assert_allclose(scores.multilabel_margin(probs), [1.0, 0.4, 0.0])
     h = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
-    np.testing.assert_allclose(scores.multilabel_entropy(probs), [(math.log(2) + h(0.99)) / 2, (h(0.9) + h(0.2)) / 2, 0])
+    np.testing.assert_allclose(
+        scores.multilabel_entropy(probs), [(math.log(2) + h(0.99)) / 2, (h(0.9) + h(0.2)) / 2, 0]
+    )
 
 
 def test_ner_scores_values() -> None:

@@ -1,0 +1,151 @@
+"""``al-loop serve`` (the Flask web process) and ``al-loop worker`` (a Celery worker).
+
+Both read their configuration from the environment through ``Settings.from_env()``
+(AL_LOOP_DATABASE_URL, AL_LOOP_BROKER_URL, ... see deploy/.env.example).
+
+``al-loop serve`` runs the app factory behind a WSGI server:
+
+* ``--server werkzeug`` (default): werkzeug's threaded server. The web process only acks
+  webhooks (enqueue ids), answers the ML-backend protocol and the management API; each
+  request is short and I/O bound, so a thread per request is enough for one team's
+  annotators, and it needs no extra dependency. The local stack (``al-loop up``) uses it.
+* ``--server gunicorn`` (compose/production; ``pip install gunicorn``): ``--workers``
+  processes x ``--threads`` threads (gthread). The app is built in each worker after the
+  fork (never preloaded): ``/predict`` loads torch lazily, and CUDA/torch state must not be
+  created before a fork.
+
+``al-loop worker --queues default`` runs ingest/push/reconcile on a threads pool;
+``al-loop worker --queues train --pool solo`` runs rounds, one at a time, in the worker's
+own process (CUDA does not survive ``fork``; run one such worker per GPU, with
+``CUDA_VISIBLE_DEVICES`` selecting the GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("annotator_bridge.serve")
+
+POOLS = ("solo", "threads", "prefork")
+SERVERS = ("werkzeug", "gunicorn")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "serve",
+        help="run the web server (webhooks, Label Studio ML backend, management API)",
+        description="Serve the al-loop HTTP API: /webhook, /health, /setup, /predict (Label Studio ML-backend "
+        "protocol) and /api/... . Configuration comes from AL_LOOP_* environment variables.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--server", choices=SERVERS, default="werkzeug",
+                   help="werkzeug (threaded; local use) or gunicorn (gthread workers; needs `pip install gunicorn`)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    p.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    p.add_argument("--timeout", type=int, default=120, help="gunicorn worker timeout, seconds")
+    p.set_defaults(func=run_serve)
+
+    w = sub.add_parser(
+        "worker",
+        help="run a Celery worker for the given queues",
+        description="Run a Celery worker. `--queues default` for ingest/push/reconcile; `--queues train --pool solo` "
+        "for training rounds (one worker per GPU: CUDA does not survive fork).",
+    )
+    w.add_argument("--queues", "-Q", default="default",
+                   help="comma-separated queues: default, train (the train queue name is AL_LOOP_TRAIN_QUEUE)")
+    w.add_argument("--pool", "-P", choices=POOLS, default=None,
+                   help="solo (default for the train queue), threads (default otherwise) or prefork")
+    w.add_argument("--concurrency", "-c", type=int, default=None,
+                   help="tasks at once (default: 1 for solo, 4 for threads/prefork)")
+    w.add_argument("--loglevel", "-l", default="info", help="debug, info, warning, error")
+    w.add_argument("--hostname", "-n", default=None, help="worker node name (default <queues>-<pid>@<host>)")
+    w.set_defaults(func=run_worker)
+
+
+# ---------------------------------------------------------------------------- serve
+def build_web_app(settings: Any = None) -> Any:
+    """The Flask app wired to Celery (CeleryDispatcher) for ``settings`` (default: from the environment)."""
+    from annotator_bridge.settings import Settings
+    from annotator_bridge.web.app import create_app
+    from annotator_bridge.worker.dispatcher import CeleryDispatcher
+
+    settings = settings or Settings.from_env()
+    return create_app(settings, dispatcher=CeleryDispatcher.from_settings(settings))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    if args.server == "gunicorn":
+        return _serve_gunicorn(args)
+    from werkzeug.serving import run_simple
+
+    app = build_web_app()
+    log.info("al-loop web server on http://%s:%d (werkzeug, threaded)", args.host, args.port)
+    run_simple(args.host, args.port, app, threaded=True, use_reloader=False, use_debugger=False)
+    return 0
+
+
+def _serve_gunicorn(args: argparse.Namespace) -> int:
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError as exc:
+        from al_loop.errors import ConfigError
+
+        raise ConfigError("--server gunicorn needs gunicorn: pip install gunicorn") from exc
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            opts = {
+                "bind": f"{args.host}:{args.port}",
+                "workers": args.workers,
+                "threads": args.threads,
+                "worker_class": "gthread",
+                "timeout": args.timeout,
+                "preload_app": False,  # build the app after the fork: no torch/CUDA state crosses it
+                "accesslog": "-",
+            }
+            for key, value in opts.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return build_web_app()
+
+    _App().run()
+    return 0
+
+
+# ---------------------------------------------------------------------------- worker
+def worker_argv(args: argparse.Namespace, train_queue: str = "train") -> list[str]:
+    """The ``celery worker`` argv for ``al-loop worker`` options."""
+    queues = [q.strip() for q in str(args.queues).split(",") if q.strip()]
+    if not queues:
+        raise SystemExit("al-loop worker: --queues must name at least one queue")
+    queues = [train_queue if q == "train" else q for q in queues]
+    pool = args.pool or ("solo" if train_queue in queues else "threads")
+    concurrency = args.concurrency or (1 if pool == "solo" else 4)
+    hostname = args.hostname or f"{'-'.join(queues)}-{os.getpid()}@%h"
+    return [
+        "worker",
+        "--queues", ",".join(queues),
+        "--pool", pool,
+        "--concurrency", str(concurrency),
+        "--loglevel", args.loglevel,
+        "--hostname", hostname,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from annotator_bridge.settings import Settings
+    from annotator_bridge.worker.celery_app import make_celery, train_queue_of
+
+    settings = Settings.from_env()
+    app = make_celery(settings)
+    argv = worker_argv(args, train_queue_of(settings))
+    log.info("celery %s", " ".join(argv))
+    app.worker_main(argv=argv)
+    return 0

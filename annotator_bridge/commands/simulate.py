@@ -1,0 +1,110 @@
+"""``al-loop simulate``: compare strategies offline; a labelled data set plays the annotator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from al_loop.config import TrainingConfig
+from al_loop.types import TaskKind
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "simulate",
+        help="run the active-learning loop offline with gold labels as the annotator",
+        description="Run rounds with an oracle that answers from gold labels and write learning curves "
+        "(results.json, results.csv, learning_curve.png) to --out.",
+    )
+    p.add_argument("--train", required=True, type=Path, help="labelled file used as the unlabelled pool + oracle")
+    p.add_argument("--test", required=True, type=Path, help="labelled file to evaluate every round on")
+    p.add_argument("--task", required=True, choices=[t.value for t in TaskKind])
+    p.add_argument(
+        "--strategy",
+        action="append",
+        dest="strategies",
+        metavar="NAME",
+        help="repeatable; e.g. random, least_confidence, margin, entropy, ranked_batch, "
+        "information_density, mnlp, mean_entropy, max_entropy (default: random + least_confidence)",
+    )
+    p.add_argument("--seed-size", type=int, default=50, help="labels in the cold-start batch (round 0)")
+    p.add_argument("--batch-size", type=int, default=50, help="labels per round")
+    p.add_argument("--rounds", type=int, default=5, help="training rounds after the seed batch")
+    p.add_argument("--repeats", type=int, default=3, help="repeats with different seeds")
+    p.add_argument("--model", default="default", help="'default' (bundled MiniLM), a Hugging Face name or a path")
+    p.add_argument("--out", type=Path, default=Path("runs/simulation"))
+    p.add_argument(
+        "--format",
+        default=None,
+        help="format of --train (conll, bio, trec, sst, jsonl, csv) when it cannot be told from the file",
+    )
+    p.add_argument("--test-format", default=None, help="format of --test when it differs from --format")
+    p.add_argument("--max-pool", type=int, default=0, help="subsample the pool to N items (0 = all)")
+    p.add_argument("--max-test", type=int, default=0, help="subsample the test set to N items (0 = all)")
+    p.add_argument(
+        "--max-pool-scored",
+        type=int,
+        default=0,
+        help="score a random subset of N unlabelled items per round (0 = the whole pool)",
+    )
+    p.add_argument("--cold-start", choices=["random", "diversity"], default="random")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--full-data", action="store_true", help="also train once on the whole pool (reference score)")
+    p.add_argument("--max-length", type=int, default=128, help="model max length in subword tokens")
+    p.add_argument(
+        "--target-steps",
+        type=int,
+        default=TrainingConfig.target_steps,
+        help="optimizer steps per round (epochs scale to reach it)",
+    )
+    p.add_argument("--max-epochs", type=int, default=TrainingConfig.max_epochs)
+    p.add_argument("--warm-start", action="store_true", help="continue from the previous round's model")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from al_loop.simulate import SimulationSpec, run_simulation, write_outputs
+
+    training = TrainingConfig(
+        max_length=args.max_length,
+        target_steps=args.target_steps,
+        max_epochs=args.max_epochs,
+        warm_start=args.warm_start,
+        seed=args.seed,
+    )
+    spec = SimulationSpec(
+        train=args.train,
+        test=args.test,
+        task=TaskKind(args.task),
+        strategies=tuple(args.strategies or ("random", "least_confidence")),
+        seed_size=args.seed_size,
+        batch_size=args.batch_size,
+        rounds=args.rounds,
+        repeats=args.repeats,
+        model=args.model,
+        out=args.out,
+        format=args.format,
+        test_format=args.test_format,
+        max_pool=args.max_pool,
+        max_test=args.max_test,
+        max_pool_scored=args.max_pool_scored,
+        cold_start=args.cold_start,
+        seed=args.seed,
+        full_data=args.full_data,
+        training=training,
+    )
+    result = run_simulation(spec, progress=not args.no_progress)
+    paths = write_outputs(result, args.out, spec.task)
+    print(
+        json.dumps(
+            {k: v for k, v in result.summary.items() if not k.startswith("_")}
+            | {"full_data_score": result.full_data_score},
+            indent=1,
+            default=str,
+        )[:4000]
+    )
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return 0

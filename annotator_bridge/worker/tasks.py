@@ -1,0 +1,171 @@
+"""Thin Celery tasks: they take ids, call one ``LoopService`` method and decide about retries.
+
+Each worker process builds its services once, lazily, on the first task (``get_services``):
+a Store on ``AL_LOOP_DATABASE_URL``, a RoundService with the real ``TextModel`` factory
+(torch is imported only when a round trains), a Label Studio gateway factory and the
+LoopService. Nothing is built at import time and nothing crosses a ``fork``: the training
+worker runs the solo (or threads) pool, so CUDA is initialised in the process that uses it.
+
+Retry policy:
+
+* ``run_round`` (train queue): a round owned by another *live* worker (ConflictError from the
+  claim) is retried after ``countdown`` seconds (shorter than the visibility timeout) until the
+  owner finishes (then the retry is a no-op) or its heartbeat goes stale (then it is taken
+  over). A finished round is a no-op, so a duplicate or redelivered task does nothing.
+* ``push_round`` / ``reconcile`` / ``ingest_event``: retried on ``LabelStudioUnavailable`` with
+  exponential backoff (capped at 5 min, with jitter), at most ``MAX_LS_RETRIES`` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from al_loop.errors import ConflictError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from al_loop.rounds import RoundService
+    from al_loop.store import Store
+    from annotator_bridge.loop import LoopService
+    from annotator_bridge.settings import Settings
+
+log = logging.getLogger("annotator_bridge.worker")
+
+MAX_LS_RETRIES = 8
+LS_BACKOFF_MAX = 300
+
+
+@dataclass
+class WorkerServices:
+    settings: Settings
+    store: Store
+    rounds: RoundService
+    loop: LoopService
+
+
+_services: WorkerServices | None = None
+_services_lock = threading.Lock()
+
+
+def stale_after_of(settings: Settings) -> timedelta:
+    """How old a round's heartbeat must be before another worker may take the round over.
+
+    Redis redelivers an unacknowledged round only after the visibility timeout, so the two
+    move together: ``min(10 min, visibility timeout)``.
+    """
+    vt = int(getattr(settings, "visibility_timeout", 7200) or 7200)
+    return timedelta(seconds=max(1, min(600, vt)))
+
+
+def build_services(settings: Settings, app: Celery | None = None) -> WorkerServices:
+    """Store + RoundService (real model factory) + LoopService dispatching through ``app``."""
+    from al_loop.rounds import RoundService
+    from al_loop.rounds.service import default_model_factory
+    from al_loop.store import Store
+    from annotator_bridge.labelstudio.gateway import LabelStudioGateway
+    from annotator_bridge.loop import LoopService
+    from annotator_bridge.worker.dispatcher import CeleryDispatcher
+
+    store = Store(settings.database_url)
+    rounds = RoundService(
+        store,
+        default_model_factory(),
+        settings.artifacts_dir,
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+        stale_after=stale_after_of(settings),
+    )
+
+    def gateway_factory() -> LabelStudioGateway:
+        return LabelStudioGateway(settings.label_studio_url, settings.label_studio_api_key)
+
+    dispatcher = CeleryDispatcher(app) if app is not None else CeleryDispatcher.from_settings(settings)
+    loop = LoopService(store, gateway_factory, rounds, dispatcher, settings)
+    return WorkerServices(settings=settings, store=store, rounds=rounds, loop=loop)
+
+
+def get_services(app: Celery) -> WorkerServices:
+    """This process's services, built on first use (one Store / engine per process)."""
+    global _services
+    if _services is None:
+        with _services_lock:
+            if _services is None:
+                _services = build_services(app.al_loop_settings, app)  # type: ignore[attr-defined]
+    return _services
+
+
+def reset_services() -> None:
+    """Forget the cached services (tests; after a fork)."""
+    global _services
+    with _services_lock:
+        if _services is not None:
+            _services.store.dispose()
+        _services = None
+
+
+def register_tasks(app: Celery) -> None:
+    """Define the al-loop tasks on ``app`` (called by ``make_celery``)."""
+    from annotator_bridge.labelstudio.gateway import LabelStudioUnavailable
+    from annotator_bridge.worker.celery_app import (
+        INGEST_TASK,
+        PUSH_ROUND_TASK,
+        RECONCILE_TASK,
+        RUN_ROUND_TASK,
+    )
+
+    vt = int(getattr(app.al_loop_settings, "visibility_timeout", 7200) or 7200)  # type: ignore[attr-defined]
+    countdown = float(getattr(app, "al_loop_retry_countdown", 30.0))
+    # a claim conflict ends when the owner finishes or its heartbeat goes stale: bounded by the visibility timeout
+    max_round_retries = int(2 * vt / countdown) + 10
+    ls_retry: dict[str, Any] = {
+        "autoretry_for": (LabelStudioUnavailable,),
+        "retry_backoff": 2,
+        "retry_backoff_max": LS_BACKOFF_MAX,
+        "retry_jitter": True,
+        "max_retries": MAX_LS_RETRIES,
+    }
+
+    @app.task(name=INGEST_TASK, bind=True, **ls_retry)
+    def ingest_event(self: Any, project_id: int, payload: dict[str, Any]) -> None:
+        """Record one Label Studio webhook payload (idempotent by annotation id + updated_at)."""
+        get_services(self.app).loop.handle_event(int(project_id), payload)
+
+    @app.task(name=RUN_ROUND_TASK, bind=True, max_retries=max_round_retries)
+    def run_round(self: Any, project_id: int, round_id: int) -> None:
+        """Run round ``round_id`` of project ``project_id`` (train queue)."""
+        services = get_services(self.app)
+        current = services.store.get_round(int(round_id))
+        if current.project_id != int(project_id):
+            log.error("round %s does not belong to project %s; dropped", round_id, project_id)
+            return
+        if _is_final(current.status):
+            log.info("round %s of project %s is already %s; duplicate delivery ignored",
+                     current.index, project_id, current.status)
+            return
+        try:
+            services.loop.execute_round(int(round_id))
+        except ConflictError as exc:
+            log.info("round %s of project %s: %s; retry in %.0f s", current.index, project_id, exc, countdown)
+            raise self.retry(exc=exc, countdown=countdown) from None
+
+    @app.task(name=PUSH_ROUND_TASK, bind=True, **ls_retry)
+    def push_round(self: Any, round_id: int) -> None:
+        """Send round ``round_id``'s predictions and model version to Label Studio (idempotent)."""
+        get_services(self.app).loop.push_round(int(round_id))
+
+    @app.task(name=RECONCILE_TASK, bind=True, **ls_retry)
+    def reconcile(self: Any, project_id: int) -> None:
+        """Re-read every annotated Label Studio task of the project (a lost webhook loses nothing)."""
+        get_services(self.app).loop.reconcile(int(project_id))
+
+
+def _is_final(status: str) -> bool:
+    from al_loop.rounds.states import RoundStatus
+
+    return RoundStatus(status).is_final
