@@ -123,9 +123,10 @@ def rounds_table(store: Store, project_id: int, *, now: datetime | None = None,
     snapshot), ``version`` (model_version string), ``model_version_id``, ``score`` (main metric),
     ``delta`` (score minus the score of the latest earlier round that has one), ``helped``
     (delta > 0, None when unknown), ``eval_set``, ``durations`` (seconds: ``train``, ``score``
-    = scoring + selection, ``push`` when recorded, ``total``), ``elapsed_s`` (running: since
+    = scoring + selection, ``push`` (``timings["push"]``, else ``report["push"]["seconds"]``,
+    when the push recorded it), ``total`` = the round itself, push excluded), ``elapsed_s`` (running: since
     start; finished: start to finish), ``heartbeat_age_s``, ``stale`` (running with an old
-    heartbeat), ``push_status``, ``error``, ``created_at``/``started_at``/``finished_at``.
+    heartbeat), ``push_status``, ``push_error``, ``error``, ``created_at``/``started_at``/``finished_at``.
     """
     now = _now(store, now)
     rows: list[dict[str, Any]] = []
@@ -134,6 +135,7 @@ def rounds_table(store: Store, project_id: int, *, now: datetime | None = None,
         score = round_score(r) if r.status == RoundStatus.SUCCEEDED.value else None
         delta = score - previous if (score is not None and previous is not None) else None
         t = r.timings
+        push = r.report.get("push") if isinstance(r.report.get("push"), dict) else {}
         score_s = [v for v in (_num(t.get("score")), _num(t.get("select"))) if v is not None]
         running = r.status == RoundStatus.RUNNING.value
         if running and r.started_at is not None:
@@ -164,13 +166,14 @@ def rounds_table(store: Store, project_id: int, *, now: datetime | None = None,
                 "durations": {
                     "train": _num(t.get("train")),
                     "score": round(sum(score_s), 3) if score_s else None,
-                    "push": _num(t.get("push")),
+                    "push": _num(t.get("push")) if _num(t.get("push")) is not None else _num(push.get("seconds")),
                     "total": _num(t.get("total")),
                 },
                 "elapsed_s": elapsed,
                 "heartbeat_age_s": hb_age,
                 "stale": bool(running and hb_age is not None and hb_age > stale_after.total_seconds()),
                 "push_status": r.push_status,
+                "push_error": push.get("error"),
                 "error": r.error,
                 "created_at": iso(r.created_at),
                 "started_at": iso(r.started_at),
@@ -530,7 +533,7 @@ def project_summary(store: Store, project: Project | int, *, now: datetime | Non
         "delta": scored[-1]["delta"] if scored else None,
         "promoted": promoted.name if promoted else None,
         "promoted_score": _num(promoted.metrics.get("score")) if promoted else None,
-        "label_studio_project": project.integration.get("ls_project_id", project.integration.get("project_id")),
+        "label_studio_project": project.integration.get("ls_project_id"),
     }
 
 

@@ -135,7 +135,7 @@ def build_optimizer(model: torch.nn.Module, config: TrainingConfig, fresh_head: 
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        is_head = not (prefix and name.startswith(prefix + "."))
+        is_head = not (prefix and name.startswith(prefix + ".")) or ".pooler." in f".{name}"
         decay = param.ndim >= 2
         groups.setdefault((is_head, decay), []).append(param)
     param_groups = [

@@ -61,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="solo (default for the train queue), threads (default otherwise) or prefork")
     w.add_argument("--concurrency", "-c", type=int, default=None,
                    help="tasks at once (default: 1 for solo, 4 for threads/prefork)")
-    w.add_argument("--loglevel", "-l", default="info", help="debug, info, warning, error")
+    w.add_argument("--loglevel", "-l", default=None, help="debug, info, warning, error (default AL_LOOP_LOG_LEVEL)")
     w.add_argument("--hostname", "-n", default=None, help="worker node name (default <queues>-<pid>@<host>)")
     w.set_defaults(func=run_worker)
 
@@ -118,7 +118,7 @@ def _serve_gunicorn(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- worker
-def worker_argv(args: argparse.Namespace, train_queue: str = "train") -> list[str]:
+def worker_argv(args: argparse.Namespace, train_queue: str = "train", log_level: str = "INFO") -> list[str]:
     """The ``celery worker`` argv for ``al-loop worker`` options."""
     queues = [q.strip() for q in str(args.queues).split(",") if q.strip()]
     if not queues:
@@ -132,7 +132,7 @@ def worker_argv(args: argparse.Namespace, train_queue: str = "train") -> list[st
         "--queues", ",".join(queues),
         "--pool", pool,
         "--concurrency", str(concurrency),
-        "--loglevel", args.loglevel,
+        "--loglevel", (args.loglevel or log_level).upper(),
         "--hostname", hostname,
         "--without-gossip",
         "--without-mingle",
@@ -145,7 +145,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     app = make_celery(settings)
-    argv = worker_argv(args, train_queue_of(settings))
+    argv = worker_argv(args, train_queue_of(settings), settings.log_level)
     log.info("celery %s", " ".join(argv))
     app.worker_main(argv=argv)
     return 0

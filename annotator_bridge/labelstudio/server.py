@@ -2,21 +2,22 @@
 
 Label Studio is installed into its own virtualenv (default ``<repo>/.ls-venv``):
 it pins Django, pydantic and the SDK, so it must not share the project's venv.
-Nothing here imports ``label_studio_sdk``: the server is driven through its CLI
-and plain HTTP, so this module also works where only the server venv has it.
+The server is driven through its CLI and plain HTTP; only ``annotator_token``
+uses the SDK (imported lazily).
 
 Credentials and the empty-data snapshot
 ---------------------------------------
-Label Studio creates the admin user, its legacy API token and the organization
-(with legacy tokens enabled) only on the very first start of a data dir; later
-``--username/--user-token`` flags are ignored. A fresh data dir also costs 20-34 s
+Label Studio creates the organization (with legacy tokens enabled) on the very first
+start of a data dir, and a user with its token only when that email is new: an existing
+user keeps its old token whatever is passed later. A fresh data dir also costs 20-34 s
 of Django migrations on 2 cores. So the first clean start for a given
 ``(version, username, password, user_token)`` boots a throw-away server in a
 temporary dir, stops it and keeps that freshly migrated, empty data dir as a
 snapshot under ``<venv_dir>/empty-data-snapshot/<key>/``. Every later clean start
 with the same credentials copies the snapshot (about 1.4 MB) and starts in ~3 s.
 The snapshot holds no ``.env``, so each copy gets its own Django SECRET_KEY.
-A data dir that already holds a database is started as is (its own user/token).
+A data dir that already holds a database is started as is; ``start`` then checks with
+``whoami`` that the token works for the username and raises LabelStudioServerError if not.
 
 Defaults: user ``admin@example.com``, password ``al-loop-admin-pass``, legacy
 token ``al-loop-local-admin-token-0123456789`` (loopback-only development
@@ -265,13 +266,16 @@ class LabelStudioServer:
     # ------------------------------------------------------------------ start / stop
     def start(self, data_dir: str | Path, port: int | None = None, *, host: str = "127.0.0.1",
               username: str = DEFAULT_USERNAME, password: str = DEFAULT_PASSWORD,
-              user_token: str = DEFAULT_USER_TOKEN, timeout: float = 120.0, use_snapshot: bool = True,
+              user_token: str = DEFAULT_USER_TOKEN, timeout: float = 180.0, use_snapshot: bool = True,
               log_path: str | Path | None = None) -> LabelStudioServer:
         """Start Label Studio on ``host:port`` with ``data_dir`` and wait until ``/health`` answers.
 
         ``port=None`` picks a free port. An empty/missing ``data_dir`` is filled from the
         empty-data snapshot for these credentials (created on first use) unless
-        ``use_snapshot=False``. The log goes to ``log_path`` (default ``<data_dir>/label-studio.log``).
+        ``use_snapshot=False``. ``timeout`` bounds the wait for ``/health`` (building the
+        snapshot, i.e. running the migrations, may take up to ``max(timeout, 300)`` s: 20-34 s
+        on an idle 2-core machine, ~2 min under load). The log goes to ``log_path``
+        (default ``<data_dir>/label-studio.log``).
         Raises LabelStudioServerError (with the log tail) when the server does not come up.
         """
         if self.running:
@@ -289,7 +293,7 @@ class LabelStudioServer:
             if data.exists() and any(data.iterdir()):
                 raise LabelStudioServerError(f"{data} is not empty but holds no {DB_FILENAME}; "
                                              "refusing to overwrite it with a snapshot")
-            snap = self._ensure_snapshot(timeout)
+            snap = self._ensure_snapshot(max(timeout, 300.0))
             if data.exists():
                 data.rmdir()
             shutil.copytree(snap, data)
@@ -324,12 +328,15 @@ class LabelStudioServer:
         assert self.data_dir is not None and self.log_path is not None
         cmd = [str(self.executable), "start", "--no-browser", "--data-dir", str(self.data_dir),
                "--internal-host", self.host, "--port", str(port), "--host", f"http://{self.host}:{port}",
-               "--username", self.username, "--password", self.password,
-               "--user-token", self.user_token, "--enable-legacy-api-token"]
+               "--enable-legacy-api-token"]
+        env = self._env(self.data_dir, port)
+        # credentials go by environment, not argv (argv is visible to every local user in `ps`)
+        env.update({"LABEL_STUDIO_USERNAME": self.username, "LABEL_STUDIO_PASSWORD": self.password,
+                    "LABEL_STUDIO_USER_TOKEN": self.user_token})
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_fh = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self._log_fh = log_fh
-        self._proc = subprocess.Popen(cmd, env=self._env(self.data_dir, port), stdout=log_fh,
+        self._proc = subprocess.Popen(cmd, env=env, stdout=log_fh,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                       start_new_session=True, cwd=str(self.data_dir))
         _LIVE.add(self)
@@ -392,7 +399,11 @@ class LabelStudioServer:
             raise LabelStudioServerError(f"the API token belongs to {email!r}, not {self.username!r}")
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the server's process group, SIGKILL after ``timeout`` s. Idempotent."""
+        """SIGTERM the server's process group, SIGKILL after ``timeout`` s. Idempotent.
+
+        Servers still running at interpreter exit are stopped by an ``atexit`` hook; a
+        parent killed by a signal leaves its server running (own session; see ``pid``).
+        """
         proc, self._proc = self._proc, None
         _LIVE.discard(self)
         if proc is not None and proc.poll() is None:
@@ -437,17 +448,19 @@ class LabelStudioServer:
         return m.group(1)
 
     def annotator_token(self, email: str) -> str:
-        """Create user ``email`` (if new) in the admin's organization and return their API token."""
-        headers = {"Authorization": f"Token {self.api_key}", "Content-Type": "application/json"}
-        body = json.dumps({"email": email, "username": email}).encode()
-        req = urllib.request.Request(f"{self.url}/api/users/", data=body, headers=headers, method="POST")
+        """Create user ``email`` (if new) in the admin's organization and return their legacy API token.
+
+        The user is created through the SDK; the API does not expose another user's
+        token, so it is read with ``label-studio user --username`` (~3 s).
+        """
+        from label_studio_sdk import LabelStudio  # lazy: starting a server needs no SDK
+
+        client = LabelStudio(base_url=self.url, api_key=self.api_key, timeout=30, max_retries=0)
         try:
-            with urllib.request.urlopen(req, timeout=30):
-                pass
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:500]
-            if exc.code != 400 or "exist" not in detail.lower():
-                raise LabelStudioServerError(f"creating user {email!r} failed: HTTP {exc.code} {detail}") from exc
+            if not any(u.email == email for u in client.users.list()):
+                client.users.create(email=email, username=email)
+        finally:
+            client._client_wrapper.httpx_client.httpx_client.close()
         return self.user_token_of(email)
 
 

@@ -52,18 +52,19 @@ def broker_of(settings: Settings) -> tuple[str, dict[str, Any]]:
     """Broker URL and transport options for ``settings``.
 
     Redis: ``visibility_timeout`` from settings, and the unacked-restore sweep every
-    ``clamp(timeout/4, 1, 10)`` s (every call when the timeout is under 10 minutes), so an
+    ``clamp(timeout/12, 1, 10)`` s (every call when the timeout is under 10 minutes), so an
     abandoned message is visible again at most a few seconds after its timeout.
     No broker URL / ``filesystem://``: kombu's filesystem transport under
-    ``<AL_LOOP_HOME>/broker`` (single machine, no Redis needed; polled every 0.1 s).
+    ``<AL_LOOP_HOME>/broker/in`` (single machine, no Redis needed; polled every 0.1 s).
     """
     url = str(getattr(settings, "broker_url", None) or "filesystem://")
     vt = int(getattr(settings, "visibility_timeout", 7200) or 7200)
     if url.startswith("filesystem"):
-        root = Path(settings.home) / "broker"
-        queue_dir, processed = root / "queue", root / "processed"
+        root = Path(getattr(settings, "broker_dir", None) or Path(settings.home) / "broker")
+        queue_dir, processed = root / "in", root / "processed"
         for d in (queue_dir, processed):
             d.mkdir(parents=True, exist_ok=True)
+        # one machine: producers and consumers share one folder (in = out)
         return "filesystem://", {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
@@ -73,7 +74,7 @@ def broker_of(settings: Settings) -> tuple[str, dict[str, Any]]:
         }
     options: dict[str, Any] = {
         "visibility_timeout": vt,
-        "unacked_restore_interval": max(1, min(10, vt // 4)),
+        "unacked_restore_interval": max(1, min(10, vt // 12)),
         "unacked_restore_throttle": 1 if vt < 600 else 10,
     }
     return url, options
@@ -122,7 +123,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         timezone="UTC",
     )
     app.al_loop_settings = settings  # type: ignore[attr-defined]
-    app.al_loop_retry_countdown = float(max(1, min(30, vt // 2)))  # type: ignore[attr-defined]
+    app.al_loop_retry_countdown = float(max(1, min(30, vt // 6)))  # type: ignore[attr-defined]
 
     from annotator_bridge.worker.tasks import register_tasks
 

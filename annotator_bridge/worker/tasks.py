@@ -65,28 +65,25 @@ def stale_after_of(settings: Settings) -> timedelta:
 
 
 def build_services(settings: Settings, app: Celery | None = None) -> WorkerServices:
-    """Store + RoundService (real model factory) + LoopService dispatching through ``app``."""
+    """Store + RoundService (real model factory) + LoopService dispatching through ``app``.
+
+    The Label Studio gateway is made on first use (a project without Label Studio never needs it).
+    """
     from al_loop.rounds import RoundService
-    from al_loop.rounds.service import default_model_factory
     from al_loop.store import Store
-    from annotator_bridge.labelstudio.gateway import LabelStudioGateway
-    from annotator_bridge.loop import LoopService
+    from annotator_bridge.loop import LoopService, label_studio_gateway_factory
     from annotator_bridge.worker.dispatcher import CeleryDispatcher
 
     store = Store(settings.database_url)
     rounds = RoundService(
         store,
-        default_model_factory(),
+        None,  # the real TextModel factory, imported (with torch) when a round first needs a model
         settings.artifacts_dir,
         owner=f"{socket.gethostname()}:{os.getpid()}",
         stale_after=stale_after_of(settings),
     )
-
-    def gateway_factory() -> LabelStudioGateway:
-        return LabelStudioGateway(settings.label_studio_url, settings.label_studio_api_key)
-
     dispatcher = CeleryDispatcher(app) if app is not None else CeleryDispatcher.from_settings(settings)
-    loop = LoopService(store, gateway_factory, rounds, dispatcher, settings)
+    loop = LoopService(store, label_studio_gateway_factory(settings), rounds, dispatcher, settings)
     return WorkerServices(settings=settings, store=store, rounds=rounds, loop=loop)
 
 
@@ -109,8 +106,21 @@ def reset_services() -> None:
         _services = None
 
 
+def _warm_up(sender: Any = None, **_: Any) -> None:
+    """``worker_ready``: build the services before the first task (no torch: that loads with the first round)."""
+    app = getattr(sender, "app", None)
+    if app is not None and hasattr(app, "al_loop_settings"):
+        try:
+            get_services(app)
+        except Exception:  # the first task will raise it with context
+            log.exception("could not build the worker's services")
+
+
 def register_tasks(app: Celery) -> None:
     """Define the al-loop tasks on ``app`` (called by ``make_celery``)."""
+    from celery.signals import worker_ready
+
+    worker_ready.connect(_warm_up, weak=False, dispatch_uid="al_loop.worker.warm_up")
     from annotator_bridge.labelstudio.gateway import LabelStudioUnavailable
     from annotator_bridge.worker.celery_app import (
         INGEST_TASK,
@@ -131,12 +141,12 @@ def register_tasks(app: Celery) -> None:
         "max_retries": MAX_LS_RETRIES,
     }
 
-    @app.task(name=INGEST_TASK, bind=True, **ls_retry)
+    @app.task(name=INGEST_TASK, bind=True, shared=False, **ls_retry)
     def ingest_event(self: Any, project_id: int, payload: dict[str, Any]) -> None:
         """Record one Label Studio webhook payload (idempotent by annotation id + updated_at)."""
         get_services(self.app).loop.handle_event(int(project_id), payload)
 
-    @app.task(name=RUN_ROUND_TASK, bind=True, max_retries=max_round_retries)
+    @app.task(name=RUN_ROUND_TASK, bind=True, shared=False, max_retries=max_round_retries)
     def run_round(self: Any, project_id: int, round_id: int) -> None:
         """Run round ``round_id`` of project ``project_id`` (train queue)."""
         services = get_services(self.app)
@@ -154,12 +164,12 @@ def register_tasks(app: Celery) -> None:
             log.info("round %s of project %s: %s; retry in %.0f s", current.index, project_id, exc, countdown)
             raise self.retry(exc=exc, countdown=countdown) from None
 
-    @app.task(name=PUSH_ROUND_TASK, bind=True, **ls_retry)
+    @app.task(name=PUSH_ROUND_TASK, bind=True, shared=False, **ls_retry)
     def push_round(self: Any, round_id: int) -> None:
         """Send round ``round_id``'s predictions and model version to Label Studio (idempotent)."""
         get_services(self.app).loop.push_round(int(round_id))
 
-    @app.task(name=RECONCILE_TASK, bind=True, **ls_retry)
+    @app.task(name=RECONCILE_TASK, bind=True, shared=False, **ls_retry)
     def reconcile(self: Any, project_id: int) -> None:
         """Re-read every annotated Label Studio task of the project (a lost webhook loses nothing)."""
         get_services(self.app).loop.reconcile(int(project_id))

@@ -31,7 +31,8 @@ def _report(config: pytest.Config, line: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def label_studio(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+def label_studio(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
     venv = os.environ.get("AL_LOOP_LS_VENV")
     server = LabelStudioServer(Path(venv) if venv else None)
     t0 = time.monotonic()
@@ -99,7 +100,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def _record(self, method: str, path: str, headers: dict[str, str], body: Any) -> None:

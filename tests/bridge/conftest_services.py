@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
+# the al-loop command lines shared with docker-compose.yml and `al-loop up` (test_compose.py compares them)
+from annotator_bridge.stack import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS
+
+__all__ = ["SERVE_ARGS", "WORKER_DEFAULT_ARGS", "WORKER_TRAIN_ARGS"]
+
 REPO = Path(__file__).resolve().parents[2]
 
-# the al-loop command lines shared with docker-compose.yml (test_compose.py compares them)
-WORKER_DEFAULT_ARGS = ("worker", "--queues", "default")
-WORKER_TRAIN_ARGS = ("worker", "--queues", "train", "--pool", "solo")
-SERVE_ARGS = ("serve",)
 
 
 def free_port() -> int:
@@ -41,7 +42,8 @@ def al_loop_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "annotator_bridge.cli", *args]
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition") -> object:
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1,
+               what: str = "condition") -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

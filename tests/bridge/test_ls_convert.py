@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from al_loop.errors import AlignmentError, UnknownLabelError
-from al_loop.types import Example, Span
+from al_loop.types import Example, ItemId, Span
 from annotator_bridge.labelstudio.config import classification_config, ner_config, parse_label_config
 from annotator_bridge.labelstudio.convert import (
     AnnotationEvent,
@@ -44,9 +44,9 @@ def choice_item(*choices: str, from_name: str = "sentiment") -> dict[str, Any]:
     return {"from_name": from_name, "to_name": "text", "type": "choices", "value": {"choices": list(choices)}}
 
 
-PROJECT = {"id": 7, "title": "AL text classification", "label_config": "<View>...</View>", "model_version": "",
-           "sampling": "Sequential sampling"}
-ANNOTATION_CREATED = {
+PROJECT: dict[str, Any] = {"id": 7, "title": "AL text classification", "label_config": "<View>...</View>",
+                           "model_version": "", "sampling": "Sequential sampling"}
+ANNOTATION_CREATED: dict[str, Any] = {
     "action": "ANNOTATION_CREATED",
     "annotation": {"id": 1, "result": [choice_item("Positive")], "was_cancelled": False, "ground_truth": False,
                    "created_at": "2026-11-25T07:58:31.816564Z", "updated_at": "2026-11-25T07:58:31.816600Z",
@@ -137,7 +137,7 @@ def test_classification_errors() -> None:
 def test_cancelled_annotation_is_skipped_never_a_label(config: Any) -> None:
     out = annotation_to_example([], item_id="i9", text=TEXT, config=config, was_cancelled=True, annotation_id=3,
                                 task_id=4)
-    assert out == Skipped("i9", 3, 4) and out.label == "skipped"  # type: ignore[comparison-overlap]
+    assert out == Skipped(ItemId("i9"), 3, 4) and out.label == "skipped"
     assert not isinstance(out, Example)
 
 

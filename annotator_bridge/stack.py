@@ -1,0 +1,490 @@
+"""The local stack behind ``al-loop up``: every service on this machine, on loopback, one command.
+
+What ``LocalStack.start()`` runs, in order (each a child process in its own process group,
+logging to ``<AL_LOOP_HOME>/logs/``):
+
+1. **Broker.** ``redis-server`` when it is on PATH (a private instance on a free loopback port,
+   append-only file under ``<home>/redis`` so queued tasks survive a restart). Without Redis it
+   falls back to kombu's **filesystem broker** under ``<home>/broker``: the local stack is one
+   machine, the web process and the workers share a disk, and the filesystem transport needs
+   no server at all, so ``al-loop up`` works right after ``pip install``. Its limits (documented
+   in deploy/README.md): polling (about 0.1 s latency) and no visibility-timeout redelivery of a
+   task whose worker was killed, which the stack makes up for by re-dispatching unfinished
+   rounds and pending pushes on every start (duplicate deliveries are no-ops).
+2. **Label Studio** from its own venv (``.ls-venv``; installed on first run, about 40 s, plus
+   one-time migrations about 30 s) via ``LabelStudioServer``, data in ``<home>/label-studio``.
+3. **Celery workers**: ``al-loop worker --queues default`` and ``al-loop worker --queues train
+   --pool solo`` (the same commands as docker-compose.yml).
+4. **The web server**: ``al-loop serve`` = werkzeug's threaded server. For the local stack that
+   is enough: requests are short (webhook acks enqueue ids, ``/setup`` answers from the DB),
+   there is one annotator team on loopback, and it adds no dependency; compose runs gunicorn.
+5. **The demo project** (unless ``demo=False``): the NCBI-disease sample shipped in
+   ``annotator_bridge/demo`` (NER), created through al-loop's HTTP API, which creates the Label
+   Studio project and connects the ML backend; round 0 (cold start) then pushes predictions.
+   Idempotent: a second start finds the project by name and reuses it.
+
+Then it prints the URLs and credentials and waits; Ctrl-C / SIGTERM stops everything in reverse
+order (SIGTERM, SIGKILL after a grace period). Children also get SIGTERM if the stack process
+itself dies (``PR_SET_PDEATHSIG`` on Linux).
+
+Secrets (al-loop API token, webhook secret) are generated on the first start and kept in
+``<home>/stack.json`` (mode 0600); environment variables win when set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from al_loop.errors import AlLoopError
+
+log = logging.getLogger("annotator_bridge.stack")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEMO_SAMPLE = PACKAGE_DIR / "demo" / "ncbi_disease_sample.tsv"
+DEMO_TEST_SAMPLE = PACKAGE_DIR / "demo" / "ncbi_disease_test_sample.tsv"
+DEMO_PROJECT_NAME = "NCBI-disease demo"
+READY_LINE = "al-loop is ready"
+# the al-loop command lines of the stack's processes; docker-compose.yml and the integration tests use the same
+WORKER_DEFAULT_ARGS = ("worker", "--queues", "default")
+WORKER_TRAIN_ARGS = ("worker", "--queues", "train", "--pool", "solo")
+SERVE_ARGS = ("serve",)
+STATE_FILE = "stack.json"
+
+
+class StackError(AlLoopError):
+    """A service of the local stack could not be started; the message names its log file."""
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _pdeathsig() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def al_loop_argv(*args: str) -> list[str]:
+    """``al-loop <args>`` run by this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "annotator_bridge.cli", *args]
+
+
+class Child:
+    """One child process of the stack, in its own process group, logging to ``log_path``."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path,
+                 cwd: Path | None = None) -> None:
+        self.name, self.argv, self.env, self.log_path, self.cwd = name, argv, dict(env), log_path, cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._fh: Any = None
+
+    def start(self) -> Child:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self._fh, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=str(self.cwd) if self.cwd else None,
+                                     start_new_session=True, preexec_fn=_pdeathsig)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc is not None else None
+            raise StackError(f"{self.name} exited (code {code}); log {self.log_path}:\n{_tail(self.log_path)}")
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM the process group, SIGKILL after ``grace`` seconds. Idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", self.name, grace)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if proc is not None:  # reap anything left in the group (e.g. prefork children)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, check: Callable[[], None] | None = None,
+          interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if check is not None:
+            check()
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class StackConfig:
+    """Options of ``al-loop up``. Ports are TCP ports on ``host`` (loopback); 0 = pick a free one."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    ls_port: int = 8080
+    broker: str = "auto"  # "auto" | "redis" | "filesystem"
+    demo: bool = True
+    demo_file: Path = DEMO_SAMPLE
+    demo_test_file: Path | None = DEMO_TEST_SAMPLE
+    demo_round0: bool = True
+    ls_venv: Path | None = None
+    startup_timeout: float = 600.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class LocalStack:
+    """Starts, reports and stops the local stack (see the module docstring)."""
+
+    def __init__(self, config: StackConfig, out: TextIO | None = None) -> None:
+        self.config = config
+        self.home = config.home.resolve()
+        self.out = out or sys.stdout
+        self.children: list[Child] = []
+        self.redis: Child | None = None
+        self.label_studio: Any = None
+        self.env: dict[str, str] = {}
+        self.api_url = ""
+        self.ls_url = ""
+        self.broker_url = ""
+        self.demo_project: dict[str, Any] | None = None
+        self.state: dict[str, Any] = {}
+        self._stopping = threading.Event()
+
+    # ------------------------------------------------------------------ state / settings
+    def _load_state(self) -> dict[str, Any]:
+        path = self.home / STATE_FILE
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self) -> None:
+        path = self.home / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def _secret(self, env_name: str, key: str, prefix: str) -> str:
+        value = os.environ.get(env_name) or self.state.get(key)
+        if not value:
+            value = f"{prefix}-{secrets.token_hex(16)}"
+        self.state[key] = value
+        return str(value)
+
+    def _port(self, wanted: int, what: str) -> int:
+        host = self.config.host
+        if wanted and _port_free(host, wanted):
+            return wanted
+        port = _free_port(host)
+        if wanted:
+            self._say(f"  port {wanted} is busy; {what} uses {port}")
+        return port
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> LocalStack:
+        """Start every service and the demo project; on failure stop what started and raise."""
+        t0 = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
+        self.state = self._load_state()
+        try:
+            self._start_broker()
+            self._start_label_studio()
+            self._build_env()
+            self._start_workers()
+            self._start_web()
+            self._recover()
+            if self.config.demo:
+                self._ensure_demo()
+            self._save_state()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _start_broker(self) -> None:
+        choice = self.config.broker
+        exe = shutil.which("redis-server")
+        if choice == "redis" and exe is None:
+            raise StackError("--broker redis: redis-server is not installed (apt-get install -y redis-server)")
+        if choice == "filesystem" or exe is None:
+            self.broker_url = "filesystem://"
+            self._say("broker: filesystem queue under " + str(self.home / "broker") +
+                      ("" if exe else " (redis-server not found on PATH)"))
+            return
+        port = _free_port(self.config.host)
+        data = self.home / "redis"
+        data.mkdir(exist_ok=True)
+        self.redis = Child("redis-server", [exe, "--port", str(port), "--bind", self.config.host, "--save", "",
+                                            "--appendonly", "yes", "--dir", str(data)],
+                           os.environ, self.home / "logs" / "redis.log").start()
+        self.children.append(self.redis)
+        self.broker_url = f"redis://{self.config.host}:{port}/0"
+
+        def pong() -> bool:
+            try:
+                with socket.create_connection((self.config.host, port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        _wait(pong, 30, "redis-server", self.redis.check, 0.05)
+        self._say(f"broker: redis-server on {self.broker_url}")
+
+    def _start_label_studio(self) -> None:
+        from annotator_bridge.labelstudio.server import (
+            DEFAULT_PASSWORD,
+            DEFAULT_USER_TOKEN,
+            DEFAULT_USERNAME,
+            LabelStudioServer,
+        )
+
+        server = LabelStudioServer(self.config.ls_venv)
+        if not server.is_installed():
+            self._say(f"label studio: installing into {server.venv_dir} (first run only, about a minute) ...")
+        server.ensure_installed()
+        data = self.home / "label-studio"
+        if not (data / "label_studio.sqlite3").exists():
+            self._say("label studio: creating its database (first run only, up to a minute) ...")
+        port = self._port(self.config.ls_port, "Label Studio")
+        self.state.setdefault("ls_username", os.environ.get("LABEL_STUDIO_USERNAME") or DEFAULT_USERNAME)
+        self.state.setdefault("ls_password", DEFAULT_PASSWORD)
+        self.state.setdefault("ls_token", os.environ.get("LABEL_STUDIO_API_KEY") or DEFAULT_USER_TOKEN)
+        server.start(data, port, host=self.config.host, username=self.state["ls_username"],
+                     password=self.state["ls_password"], user_token=self.state["ls_token"],
+                     timeout=self.config.startup_timeout, log_path=self.home / "logs" / "label-studio.log")
+        self.label_studio = server
+        self.ls_url = server.url
+        self._say(f"label studio: {self.ls_url} (up in {server.startup_seconds:.1f} s)")
+
+    def _build_env(self) -> None:
+        api_port = self._port(self.config.api_port, "the al-loop server")
+        self.api_url = f"http://{self.config.host}:{api_port}"
+        self._api_port = api_port
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AL_LOOP_", "LABEL_STUDIO_")) or k == "AL_LOOP_SHARED_DATA"}
+        env.update({
+            "AL_LOOP_HOME": str(self.home),
+            "AL_LOOP_DATABASE_URL": os.environ.get("AL_LOOP_DATABASE_URL") or f"sqlite:///{self.home / 'al-loop.db'}",
+            "AL_LOOP_BROKER_URL": self.broker_url,
+            "AL_LOOP_ARTIFACTS_DIR": os.environ.get("AL_LOOP_ARTIFACTS_DIR") or str(self.home / "artifacts"),
+            "AL_LOOP_API_TOKEN": self._secret("AL_LOOP_API_TOKEN", "api_token", "al-loop"),
+            "AL_LOOP_WEBHOOK_SECRET": self._secret("AL_LOOP_WEBHOOK_SECRET", "webhook_secret", "whsec"),
+            "AL_LOOP_PUBLIC_URL": self.api_url,
+            "LABEL_STUDIO_URL": self.ls_url,
+            "LABEL_STUDIO_API_KEY": self.state["ls_token"],
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        })
+        for name in ("AL_LOOP_VISIBILITY_TIMEOUT", "AL_LOOP_TRAIN_QUEUE"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        env.update(self.config.extra_env)
+        self.env = env
+        self._save_state()
+
+    def _start_workers(self) -> None:
+        logs = self.home / "logs"
+        for name, args in (("worker-default", WORKER_DEFAULT_ARGS), ("worker-train", WORKER_TRAIN_ARGS)):
+            child = Child(name, al_loop_argv(*args), self.env, logs / f"{name}.log", cwd=self.home).start()
+            self.children.append(child)
+        for child in self.children[-2:]:
+            _wait(lambda c=child: "ready." in _tail(c.log_path, 200), 120, f"{child.name} to be ready",  # type: ignore[misc]
+                  child.check)
+        self._say("workers: default (threads) and train (solo pool) ready")
+
+    def _start_web(self) -> None:
+        argv = al_loop_argv(*SERVE_ARGS, "--host", self.config.host, "--port", str(self._api_port))
+        child = Child("al-loop serve", argv, self.env, self.home / "logs" / "serve.log", cwd=self.home).start()
+        self.children.append(child)
+        self.web = child
+        _wait(lambda: _http_ok(f"{self.api_url}/health"), 120, "al-loop serve /health", child.check)
+        self._say(f"al-loop: {self.api_url}")
+
+    # ------------------------------------------------------------------ recovery / demo
+    def _recover(self) -> None:
+        """Re-dispatch unfinished rounds and pending pushes (duplicates are no-ops)."""
+        from al_loop.rounds import RoundService  # noqa: F401 - import the core's rounds before its store
+        from al_loop.store import Store
+        from annotator_bridge.settings import Settings
+        from annotator_bridge.worker.dispatcher import CeleryDispatcher
+
+        settings = Settings.from_env(self.env)
+        store = Store(settings.database_url)
+        dispatcher = CeleryDispatcher.from_settings(settings)
+        try:
+            for project in store.list_projects():
+                active = store.active_round(project.id)
+                if active is not None:
+                    dispatcher.run_round(project.id, active.id)
+                    self._say(f"  project {project.id}: round {active.index} was unfinished; queued again")
+                last = store.last_succeeded_round(project.id)
+                if last is not None and last.push_status in ("pending", "failed"):
+                    dispatcher.push_round(last.id)
+                    self._say(f"  project {project.id}: round {last.index} predictions not in Label Studio; "
+                              "push queued again")
+        finally:
+            dispatcher.close()
+            store.dispose()
+
+    def _api(self, method: str, path: str, body: Any = None, timeout: float = 120.0) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.api_url}{path}", data=data, method=method, headers={
+            "Authorization": f"Bearer {self.env['AL_LOOP_API_TOKEN']}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:1000]
+            raise StackError(f"al-loop API {method} {path} failed: HTTP {exc.code} {detail}") from exc
+        return json.loads(raw) if raw else None
+
+    def _ensure_demo(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ report / run / stop
+    def banner(self) -> str:
+        lines = [
+            "",
+            "=" * 72,
+            f"Label Studio   {self.ls_url}",
+            f"  username     {self.state.get('ls_username')}",
+            f"  password     {self.state.get('ls_password')}",
+            f"  API key      {self.state.get('ls_token')}",
+            f"al-loop API    {self.api_url}/api/projects",
+            f"  dashboard    {self.api_url}/dashboard/",
+            f"  ML backend   {self.api_url} (health {self.api_url}/health)",
+            f"  API token    {self.env.get('AL_LOOP_API_TOKEN')}   (Authorization: Bearer <token>)",
+            f"broker         {self.broker_url}",
+            f"home           {self.home} (database, artifacts, logs/)",
+        ]
+        if self.demo_project:
+            p = self.demo_project
+            lines.append(f"demo project   {p.get('name')}: {self.ls_url}/projects/{p.get('ls_project_id')}/data")
+        lines += ["=" * 72, f"{READY_LINE}. Press Ctrl-C to stop.", ""]
+        return "\n".join(lines)
+
+    def wait(self) -> int:
+        """Block until a signal (returns 0) or a child dies (returns 1)."""
+        while not self._stopping.is_set():
+            for child in self.children:
+                if not child.alive():
+                    self._say(f"{child.name} stopped unexpectedly; log {child.log_path}:\n{_tail(child.log_path)}")
+                    return 1
+            if self.label_studio is not None and not self.label_studio.running:
+                self._say(f"Label Studio stopped unexpectedly; log {self.label_studio.log_path}")
+                return 1
+            self._stopping.wait(1.0)
+        return 0
+
+    def request_stop(self, *_: Any) -> None:
+        self._stopping.set()
+
+    def stop(self) -> None:
+        """Stop every child in reverse start order (web, workers, Label Studio, Redis)."""
+        self._stopping.set()
+        for child in reversed([c for c in self.children if c is not self.redis]):
+            child.stop(grace=30 if child.name == "worker-train" else 15)
+        if self.label_studio is not None:
+            with contextlib.suppress(Exception):
+                self.label_studio.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        self.children.clear()
+
+
+def run(config: StackConfig, out: TextIO | None = None) -> int:
+    """``al-loop up``: start, print, wait for Ctrl-C / SIGTERM, stop. Returns the exit code."""
+    stack = LocalStack(config, out)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stack.request_stop()
+        raise KeyboardInterrupt
+
+    for sig in previous:
+        signal.signal(sig, on_signal)
+    code = 0
+    try:
+        stack.start()
+        print(stack.banner(), file=stack.out, flush=True)
+        for sig in previous:  # from now on a signal only asks wait() to return
+            signal.signal(sig, stack.request_stop)
+        code = stack.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        print("stopping ...", file=stack.out, flush=True)
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("stopped.", file=stack.out, flush=True)
+    return code

@@ -1,0 +1,204 @@
+"""Management API under ``/api`` (``Authorization: Bearer <AL_LOOP_API_TOKEN>`` on every route).
+
+=======  ===============================================  =========================================
+POST     /api/projects                                     create (or attach) a project -> 201
+GET      /api/projects                                     list projects
+GET      /api/projects/<id>                                one project
+POST     /api/projects/<id>/items                          import items -> 201 (200 when nothing new)
+GET      /api/projects/<id>/rounds                         rounds, oldest first
+GET      /api/projects/<id>/rounds/<index>                 one round with its report and selection
+POST     /api/projects/<id>/rounds                         start a round now -> 202 (409 when one is active)
+POST     /api/projects/<id>/rounds/<index>/push            (re)push a round's predictions -> 202
+GET      /api/projects/<id>/versions                       model versions
+POST     /api/projects/<id>/versions/<vid>/promote         serve version <vid> (database id)
+POST     /api/projects/<id>/rollback                       serve the previously promoted version
+GET      /api/projects/<id>/status                         queue state, label counts, versions, rounds
+POST     /api/projects/<id>/reconcile                      re-read Label Studio -> 202
+=======  ===============================================  =========================================
+
+Items body: a JSON list of ``{"id", "text", ...gold}`` (gold: ``"spans"`` for NER, ``"label"``/
+``"labels"`` for classification), or an object ``{"items": [...]}`` / ``{"path": "<server file>",
+"format": "jsonl"|...}`` with optional ``"split"`` ("pool" | "test"), ``"record_labels"`` and
+``"start_round"``. Bodies over ``AL_LOOP_MAX_REQUEST_MB`` get 413.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from al_loop.errors import ConfigError, NotFoundError
+from al_loop.store.records import Round
+from annotator_bridge.loop import examples_from_records
+from annotator_bridge.web.auth import check_bearer
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+ITEMS_OPTIONS = frozenset({"items", "path", "format", "split", "record_labels", "start_round"})
+
+
+def _services() -> Any:
+    return current_app.extensions["al_loop"]
+
+
+@bp.before_request
+def _authenticate() -> None:
+    check_bearer(_services().settings.api_token, request.headers.get("Authorization"))
+
+
+def _body(required: bool = True) -> Any:
+    if not request.get_data(cache=True):
+        if required:
+            raise BadRequest("a JSON request body is required")
+        return None
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise BadRequest("the request body must be JSON")
+    return body
+
+
+def _flag(body: Mapping[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"'{key}' must be true or false")
+    return value
+
+
+def _round_by_index(project_id: int, index: int) -> Round:
+    services = _services()
+    services.store.get_project(project_id)
+    for rnd in services.store.list_rounds(project_id):
+        if rnd.index == index:
+            return rnd  # type: ignore[no-any-return]
+    raise NotFoundError(f"project {project_id} has no round {index}")
+
+
+# ---------------------------------------------------------------------- projects
+@bp.post("/projects")
+def create_project() -> Any:
+    body = _body()
+    if not isinstance(body, Mapping):
+        raise BadRequest("the project spec must be a JSON object")
+    project = _services().loop.create_project(body)
+    return jsonify({"project": project.to_dict()}), 201
+
+
+@bp.get("/projects")
+def list_projects() -> Any:
+    return jsonify({"projects": [p.to_dict() for p in _services().store.list_projects()]})
+
+
+@bp.get("/projects/<int:project_id>")
+def get_project(project_id: int) -> Any:
+    return jsonify({"project": _services().store.get_project(project_id).to_dict()})
+
+
+@bp.post("/projects/<int:project_id>/items")
+def import_items(project_id: int) -> Any:
+    services = _services()
+    project = services.store.get_project(project_id)
+    body = _body()
+    options: Mapping[str, Any] = {}
+    if isinstance(body, list):
+        records: list[Any] | None = body
+    elif isinstance(body, Mapping):
+        unknown = sorted(set(body) - ITEMS_OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown keys {unknown}; allowed: {sorted(ITEMS_OPTIONS)}")
+        options = body
+        records = body.get("items")
+        if records is not None and not isinstance(records, list):
+            raise ConfigError("'items' must be a list")
+    else:
+        raise BadRequest("send a JSON list of items, or an object with 'items' or 'path'")
+    path = options.get("path")
+    if path is not None and not isinstance(path, str):
+        raise ConfigError("'path' must be a string (a file path on the server)")
+    fmt = options.get("format")
+    if fmt is not None and not isinstance(fmt, str):
+        raise ConfigError("'format' must be a string")
+    split = options.get("split", "pool")
+    if not isinstance(split, str):
+        raise ConfigError("'split' must be 'pool' or 'test'")
+    examples = examples_from_records(records, project.task) if records is not None else None
+    result = services.loop.import_items(project_id, examples, path=path, format=fmt, split=split,
+                                        record_labels=_flag(options, "record_labels"),
+                                        start_round=_flag(options, "start_round"))
+    return jsonify(result), (201 if result["added"] else 200)
+
+
+# ---------------------------------------------------------------------- rounds
+@bp.get("/projects/<int:project_id>/rounds")
+def list_rounds(project_id: int) -> Any:
+    store = _services().store
+    store.get_project(project_id)
+    return jsonify({"rounds": [r.to_dict() for r in store.list_rounds(project_id)]})
+
+
+@bp.get("/projects/<int:project_id>/rounds/<int:index>")
+def get_round(project_id: int, index: int) -> Any:
+    rnd = _round_by_index(project_id, index)
+    selected = _services().store.get_scores(rnd.id, selected_only=True)
+    return jsonify({"round": rnd.to_dict(with_report=True),
+                    "selected": [{"item_id": s.item_id, "rank": s.rank, "score": s.score} for s in selected]})
+
+
+@bp.post("/projects/<int:project_id>/rounds")
+def start_round(project_id: int) -> Any:
+    body = _body(required=False) or {}
+    if not isinstance(body, Mapping) or set(body) - {"batch_size"}:
+        raise ConfigError("the body may only hold {'batch_size': n}")
+    batch_size = body.get("batch_size")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigError("'batch_size' must be an integer >= 1")
+    services = _services()
+    services.store.get_project(project_id)
+    rnd = services.loop.request_round(project_id, "api", batch_size=batch_size)
+    return jsonify({"round": rnd.to_dict()}), 202
+
+
+@bp.post("/projects/<int:project_id>/rounds/<int:index>/push")
+def push_round(project_id: int, index: int) -> Any:
+    rnd = _round_by_index(project_id, index)
+    services = _services()
+    services.dispatcher.push_round(rnd.id)
+    return jsonify({"status": "queued", "round": services.store.get_round(rnd.id).to_dict()}), 202
+
+
+# ---------------------------------------------------------------------- versions
+@bp.get("/projects/<int:project_id>/versions")
+def list_versions(project_id: int) -> Any:
+    store = _services().store
+    store.get_project(project_id)
+    return jsonify({"versions": [v.to_dict() for v in store.list_versions(project_id)]})
+
+
+@bp.post("/projects/<int:project_id>/versions/<int:version_id>/promote")
+def promote(project_id: int, version_id: int) -> Any:
+    services = _services()
+    services.store.get_project(project_id)
+    return jsonify({"version": services.loop.promote(project_id, version_id).to_dict()})
+
+
+@bp.post("/projects/<int:project_id>/rollback")
+def rollback(project_id: int) -> Any:
+    services = _services()
+    services.store.get_project(project_id)
+    return jsonify({"version": services.loop.rollback(project_id).to_dict()})
+
+
+# ---------------------------------------------------------------------- status / reconcile
+@bp.get("/projects/<int:project_id>/status")
+def status(project_id: int) -> Any:
+    return jsonify(_services().loop.status(project_id))
+
+
+@bp.post("/projects/<int:project_id>/reconcile")
+def reconcile(project_id: int) -> Any:
+    services = _services()
+    services.store.get_project(project_id)
+    services.dispatcher.reconcile(project_id)
+    return jsonify({"status": "queued", "project_id": project_id}), 202

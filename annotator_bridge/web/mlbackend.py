@@ -1,0 +1,195 @@
+"""The Label Studio ML-backend protocol: ``/health``, ``/setup``, ``/predict``, ``/webhook``.
+
+Registered twice: at the root and under ``/ml``, so the backend works whether it was
+connected as ``<public url>`` (what ``LoopService`` does; Label Studio's auto-created webhook
+then posts to ``<public url>/webhook``) or as ``<public url>/ml`` (webhook ``/ml/webhook``).
+
+- ``/health``, ``/setup``: answered from the database, in milliseconds; never load a model.
+- ``/predict``: exactly one result per task, in order, always (a short list makes Label
+  Studio drop the batch): tasks of a project without a promoted model, unknown projects and
+  empty texts get ``{"result": [], "score": 1.0}`` (score 1.0 = served last under
+  uncertainty sampling, so they never jump the queue the rounds computed). Torch is imported
+  lazily by the predictor, only when a model is really needed.
+- ``/webhook``: secret header check, a quick parse (malformed = 400), project lookup
+  (unknown Label Studio project = 404), then ``dispatcher.ingest_event`` and ``{"status":
+  "queued"}``. Label Studio waits 1 s and never retries, so nothing slow happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from al_loop.errors import AlLoopError, NotFoundError
+from al_loop.store.records import Project
+from al_loop.types import Span, TaskKind
+from annotator_bridge.labelstudio.config import LabelConfig, parse_label_config
+from annotator_bridge.labelstudio.convert import Ignored, parse_webhook, prediction_result
+from annotator_bridge.loop import LS_CONFIG_KEY, LS_PROJECT_KEY
+from annotator_bridge.settings import WEBHOOK_SECRET_HEADER
+
+log = logging.getLogger("annotator_bridge.web")
+
+bp = Blueprint("mlbackend", __name__)
+
+MODEL_CLASS = "al-loop"
+NO_MODEL_VERSION = "al-loop-untrained"
+EMPTY_SCORE = 1.0
+FORWARDED_IGNORED = frozenset({"TASKS_CREATED", "PROJECT_UPDATED"})
+
+
+def _services() -> Any:
+    return current_app.extensions["al_loop"]
+
+
+def ls_project_id(value: Any) -> int | None:
+    """Label Studio's project reference in ML-backend calls (``"3.1795593595"``, ``"3"`` or ``3``) -> 3."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        head = value.strip().split(".", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+def _project_for(value: Any) -> Project | None:
+    ls_id = ls_project_id(value)
+    if ls_id is None:
+        return None
+    return _services().store.find_project(LS_PROJECT_KEY, ls_id)  # type: ignore[no-any-return]
+
+
+def _json_body(required: bool = True) -> Any:
+    body = request.get_json(force=True, silent=True)
+    if body is None and (required or request.get_data()):
+        raise BadRequest("the request body must be JSON")
+    return body
+
+
+def model_version_of(project: Project | None) -> str:
+    """What ``/setup`` and ``/predict`` report: the promoted version, else the last round's tag."""
+    if project is None:
+        return NO_MODEL_VERSION
+    store = _services().store
+    promoted = store.promoted_version(project.id)
+    if promoted is not None:
+        return str(promoted.name)
+    last = store.last_succeeded_round(project.id)
+    if last is not None and last.version_tag:
+        return str(last.version_tag)
+    return NO_MODEL_VERSION
+
+
+@bp.get("/health")
+def health() -> Any:
+    return jsonify({"status": "UP", "model_class": MODEL_CLASS, "model_dir": None, "v2": True})
+
+
+@bp.post("/setup")
+def setup() -> Any:
+    body = _json_body(required=False) or {}
+    if not isinstance(body, Mapping):
+        raise BadRequest("the /setup body must be a JSON object")
+    project = _project_for(body.get("project"))
+    version = model_version_of(project)
+    log.info("setup: Label Studio project %s -> al-loop project %s, model version %s", body.get("project"),
+             project.id if project else None, version)
+    return jsonify({"model_version": version})
+
+
+def _config_for(project: Project, body: Mapping[str, Any]) -> LabelConfig:
+    """The project's label config without calling Label Studio (stored XML, else the request's)."""
+    if project.integration.get(LS_CONFIG_KEY):
+        return _services().loop.label_config(project)  # type: ignore[no-any-return]
+    xml = body.get("label_config")
+    if isinstance(xml, str) and xml.strip():
+        try:
+            return replace(parse_label_config(xml), schema=project.schema)
+        except AlLoopError as exc:
+            log.warning("predict: project %s: unreadable label_config in the request: %s", project.id, exc)
+    return LabelConfig(project.schema, "label", "text")
+
+
+def _empty(version: str) -> dict[str, Any]:
+    return {"result": [], "score": EMPTY_SCORE, "model_version": version}
+
+
+@bp.post("/predict")
+def predict() -> Any:
+    body = _json_body()
+    if not isinstance(body, Mapping):
+        raise BadRequest("the /predict body must be a JSON object with 'tasks'")
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list):
+        raise BadRequest("'tasks' must be a list of Label Studio tasks")
+    project = _project_for(body.get("project"))
+    version = model_version_of(project)
+    results = [_empty(version) for _ in tasks]
+    if project is None or not tasks:
+        if project is None:
+            log.info("predict: no al-loop project for Label Studio project %r; %d empty results", body.get("project"),
+                     len(tasks))
+        return jsonify({"results": results})
+    services = _services()
+    current = services.predictor.current_version(project.id)
+    if current is None or not current.artifact_path:
+        return jsonify({"results": results})
+    cfg = _config_for(project, body)
+    texts: list[str] = []
+    for task in tasks:
+        data = task.get("data") if isinstance(task, Mapping) else None
+        text = data.get(cfg.text_key) if isinstance(data, Mapping) else None
+        texts.append(text if isinstance(text, str) else "")
+    wanted = [i for i, t in enumerate(texts) if t.strip()]
+    for r in results:
+        r["model_version"] = current.name
+    if not wanted:
+        return jsonify({"results": results})
+    try:
+        out = services.predictor.predict(project.id, [texts[i] for i in wanted])
+    except AlLoopError as exc:
+        log.warning("predict: project %s version %s: %s; %d empty results", project.id, current.name, exc,
+                    len(tasks))
+        return jsonify({"results": results})
+    for i, pred in zip(wanted, out.predictions, strict=True):
+        try:
+            if project.task is TaskKind.NER:
+                predicted: list[Any] = [Span.from_dict(s) for s in pred.get("spans") or []]
+            else:
+                predicted = list(pred.get("labels") or [])
+            result = prediction_result(predicted, cfg, text=texts[i])
+        except AlLoopError as exc:
+            log.warning("predict: project %s version %s: task %d not convertible: %s", project.id, out.model_version,
+                        i, exc)
+            result = []
+        results[i] = {"result": result, "score": float(pred.get("confidence", 0.0)),
+                      "model_version": out.model_version}
+    log.info("predict: project %s version %s: %d tasks (%d with text)", project.id, out.model_version, len(tasks),
+             len(wanted))
+    return jsonify({"results": results})
+
+
+@bp.post("/webhook")
+def webhook() -> Any:
+    services = _services()
+    services.webhook_guard.check(request.headers.get(WEBHOOK_SECRET_HEADER))
+    payload = _json_body()
+    event = parse_webhook(payload)  # WebhookPayloadError -> 400
+    ls_id = getattr(event, "project_ls_id", None)
+    action = getattr(event, "action", None) or str(payload.get("action"))
+    if isinstance(event, Ignored) and (event.action not in FORWARDED_IGNORED or ls_id is None):
+        return jsonify({"status": "ignored", "action": event.action})
+    project = services.store.find_project(LS_PROJECT_KEY, ls_id)
+    if project is None:
+        raise NotFoundError(f"no al-loop project is attached to Label Studio project {ls_id}")
+    services.dispatcher.ingest_event(project.id, dict(payload))
+    log.info("webhook: %s for project %s queued", action, project.id)
+    return jsonify({"status": "queued", "action": action, "project_id": project.id})

@@ -1,0 +1,137 @@
+"""docker-compose.yml, deploy/Dockerfile and deploy/.env.example agree with the code.
+
+No Docker engine is needed: the compose file is parsed as YAML, its al-loop commands are
+parsed by the real ``al-loop`` argparse parser, and its environment names are compared with
+the names ``annotator_bridge.settings`` documents (``ENV_NAMES``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from annotator_bridge.cli import build_parser
+from annotator_bridge.commands import serve as serve_cmd
+from annotator_bridge.settings import ENV_NAMES
+from annotator_bridge.stack import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS
+from tests.bridge import conftest_services
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / "deploy" / ".env.example"
+DOCKERFILE = REPO / "deploy" / "Dockerfile"
+AL_LOOP_SERVICES = ("api", "worker-default", "worker-train")
+# names in .env.example that only the infrastructure containers / compose interpolation use
+INFRA_NAMES = {"POSTGRES_PASSWORD", "LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LS_PUBLIC_URL", "LS_HOST_PORT",
+               "API_HOST_PORT"}
+INTERPOLATION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?-[^}]*)?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    cmd = service.get("command")
+    return cmd.split() if isinstance(cmd, str) else list(cmd or [])
+
+
+def _env_example_names() -> list[str]:
+    names = []
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.split("=", 1)[0].strip())
+    return names
+
+
+def test_services_present_and_runnable(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"redis", "postgres", "label-studio", *AL_LOOP_SERVICES, "flower"} <= set(services)
+    for name, svc in services.items():
+        assert svc.get("image") or svc.get("build"), f"service {name} has neither image nor build"
+        assert svc.get("command") or svc.get("image"), f"service {name} has neither command nor image"
+    assert services["label-studio"]["image"] == "heartexlabs/label-studio:1.23.2"
+    assert services["flower"].get("profiles"), "flower must be optional (behind a profile)"
+    for name in AL_LOOP_SERVICES:
+        assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def test_al_loop_commands_parse_with_the_real_cli(compose: dict[str, Any]) -> None:
+    parser = build_parser()
+    funcs = {}
+    for name in AL_LOOP_SERVICES:
+        cmd = _command(compose["services"][name])
+        assert cmd[0] == "al-loop", f"{name}: {cmd}"
+        args = parser.parse_args(cmd[1:])
+        funcs[name] = args.func
+    assert funcs["api"] is serve_cmd.run_serve
+    assert funcs["worker-default"] is serve_cmd.run_worker
+    assert funcs["worker-train"] is serve_cmd.run_worker
+    train = parser.parse_args(_command(compose["services"]["worker-train"])[1:])
+    assert train.pool == "solo", "the training worker must not fork (CUDA does not survive fork)"
+    argv = serve_cmd.worker_argv(train)
+    assert argv[argv.index("--concurrency") + 1] == "1"
+    default = parser.parse_args(_command(compose["services"]["worker-default"])[1:])
+    assert serve_cmd.worker_argv(default)[serve_cmd.worker_argv(default).index("--pool") + 1] == "threads"
+
+
+def test_tests_and_local_stack_start_the_same_commands(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert tuple(_command(services["worker-default"])[1:]) == WORKER_DEFAULT_ARGS
+    assert tuple(_command(services["worker-train"])[1:]) == WORKER_TRAIN_ARGS
+    assert tuple(_command(services["api"])[1:1 + len(SERVE_ARGS)]) == SERVE_ARGS
+    assert conftest_services.WORKER_DEFAULT_ARGS == WORKER_DEFAULT_ARGS
+    assert conftest_services.WORKER_TRAIN_ARGS == WORKER_TRAIN_ARGS
+    assert conftest_services.SERVE_ARGS == SERVE_ARGS
+
+
+def test_gpu_reservation_on_the_training_worker(compose: dict[str, Any]) -> None:
+    devices = compose["services"]["worker-train"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d.get("capabilities", []) for d in devices)
+
+
+def test_env_names_are_the_settings_names(compose: dict[str, Any]) -> None:
+    settings_names = set(ENV_NAMES.values())
+    for name in AL_LOOP_SERVICES:
+        env = compose["services"][name].get("environment") or {}
+        assert isinstance(env, dict)
+        unknown = set(env) - settings_names
+        assert not unknown, f"{name} sets variables Settings does not read: {sorted(unknown)}"
+    example = _env_example_names()
+    assert len(example) == len(set(example)), "a name appears twice in deploy/.env.example"
+    assert set(example) - INFRA_NAMES == settings_names, \
+        "deploy/.env.example must list exactly the Settings names (plus the compose-only ones)"
+    used = set(INTERPOLATION.findall(COMPOSE.read_text()))
+    assert used <= settings_names | INFRA_NAMES, f"compose interpolates unknown names: {sorted(used - settings_names)}"
+    assert used >= INFRA_NAMES, "a compose-only name in .env.example is never used"
+
+
+def test_label_studio_container_settings(compose: dict[str, Any]) -> None:
+    env = compose["services"]["label-studio"]["environment"]
+    assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
+    assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "false"
+    assert env["LABEL_STUDIO_ML_BLOCK_LOCAL_IP"] == "false"
+    assert env["LABEL_STUDIO_COLLECT_ANALYTICS"] == "false"
+    assert env["LABEL_STUDIO_LATEST_VERSION_CHECK"] == "false"
+    assert "LABEL_STUDIO_USER_TOKEN" in env and "LABEL_STUDIO_API_KEY" in str(env["LABEL_STUDIO_USER_TOKEN"])
+    api_env = compose["services"]["api"]["environment"]
+    assert api_env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+    assert api_env["AL_LOOP_PUBLIC_URL"] == "http://api:8000"
+    assert api_env["AL_LOOP_BROKER_URL"].startswith("redis://redis:")
+    assert api_env["AL_LOOP_DATABASE_URL"].startswith("postgresql+psycopg://")
+
+
+def test_dockerfile() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert 'torch==2.13.0' in text
+    assert ".[server,postgres]" in text
+    assert "gunicorn" in text
