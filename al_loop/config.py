@@ -29,7 +29,7 @@ class TrainingConfig:
     warmup_ratio: float = 0.1
     batch_size: int = 16
     max_length: int = 128
-    window_stride: int = 32
+    window_stride: int = -1  # tokens of overlap between windows of long texts; -1 = min(32, max_length // 4)
     min_epochs: int = 3
     max_epochs: int = 20
     target_steps: int = 150
@@ -51,6 +51,8 @@ class TrainingConfig:
             raise ConfigError("need 1 <= min_epochs <= max_epochs")
         if self.max_length < 16:
             raise ConfigError("max_length must be >= 16")
+        if self.window_stride < 0:
+            object.__setattr__(self, "window_stride", min(32, self.max_length // 4))
         if not 0 <= self.window_stride < self.max_length // 2:
             raise ConfigError("window_stride must be in [0, max_length/2)")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -148,7 +148,8 @@ def label_studio_gateway_factory(settings: Settings) -> GatewayFactory:
 
     def make() -> Gateway:
         if not settings.label_studio_configured:
-            raise ConfigError("Label Studio is not configured: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+            raise ConfigError("Label Studio is not configured: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or "
+                              "create a local project with \"label_studio\": false)")
         from annotator_bridge.labelstudio.gateway import LabelStudioGateway
 
         return LabelStudioGateway(str(settings.label_studio_url), str(settings.label_studio_api_key))
@@ -393,7 +394,7 @@ class LoopService:
             schema = spec.schema()
             make_strategy(spec.loop.strategy, schema.task)
             xml = build_label_config(schema)
-            title = spec.label_studio.get("title") or spec.name
+            title = _ls_title(spec.label_studio.get("title") or spec.name)
             ls = self.gateway.create_project(title, xml, description=spec.label_studio.get("description", ""))
             created_ls = int(ls.id)
             integration = {LS_PROJECT_KEY: created_ls, LS_CONFIG_KEY: ls.label_config or xml, "ls_attached": False}
@@ -575,7 +576,8 @@ class LoopService:
             task_id = int(task["id"])
             if task_id in by_task:
                 continue
-            data = task.get("data") if isinstance(task.get("data"), Mapping) else {}
+            raw_data = task.get("data")
+            data: Mapping[str, Any] = raw_data if isinstance(raw_data, Mapping) else {}
             raw_id = data.get(ITEM_ID_KEY)
             item_id = str(raw_id) if raw_id is not None else f"ls-{task_id}"
             known = by_id.get(ItemId(item_id))
@@ -802,6 +804,10 @@ class LoopService:
         except AlLoopError as exc:
             log.warning("project %s round %s: reconcile failed (%s: %s); going on with the stored labels",
                         rnd.project_id, rnd.index, type(exc).__name__, exc)
+        except Exception:
+            # a reconcile bug must not block training: the stored labels are a valid snapshot
+            log.exception("project %s round %s: reconcile crashed; going on with the stored labels",
+                          rnd.project_id, rnd.index)
         outcome = self.rounds.run_round(round_id)
         done = outcome.round
         log.info("project %s round %s: %s (version %s)%s", done.project_id, done.index, done.status,
@@ -966,6 +972,12 @@ class LoopService:
                                    "attached": bool(integ.get("ls_attached")), "ml_backend": integ.get("ml_backend"),
                                    "config_warning": integ.get("config_warning")}
         return out
+
+
+def _ls_title(name: str) -> str:
+    """Label Studio project titles are 3 to 50 characters."""
+    title = name.strip() if len(name.strip()) >= 3 else f"al-loop {name.strip()}"
+    return title[:50]
 
 
 def _attach_schema(spec: ProjectSpec, cfg: LabelConfig) -> LabelSchema:

@@ -135,7 +135,8 @@ def rounds_table(store: Store, project_id: int, *, now: datetime | None = None,
         score = round_score(r) if r.status == RoundStatus.SUCCEEDED.value else None
         delta = score - previous if (score is not None and previous is not None) else None
         t = r.timings
-        push = r.report.get("push") if isinstance(r.report.get("push"), dict) else {}
+        raw_push = r.report.get("push")
+        push: dict[str, Any] = raw_push if isinstance(raw_push, dict) else {}
         score_s = [v for v in (_num(t.get("score")), _num(t.get("select"))) if v is not None]
         running = r.status == RoundStatus.RUNNING.value
         if running and r.started_at is not None:
@@ -312,7 +313,7 @@ def per_label_comparison(store: Store, project_id: int) -> dict[str, Any]:
         rows.append(
             {
                 "label": lb,
-                "support": int(support) if _num(support) is not None else None,
+                "support": int(support) if isinstance(support, int | float) and _num(support) is not None else None,
                 "current": cc,
                 "previous": pp,
                 "delta_f1": cf - pf if cf is not None and pf is not None else None,
@@ -601,7 +602,7 @@ def confusion_top_errors(confusion: dict[str, Any] | None, k: int = 5) -> list[d
         return []
     labels = confusion.get("labels") or []
     matrix = confusion.get("matrix") or []
-    cells = Counter()
+    cells: Counter[tuple[str, str]] = Counter()
     for i, row in enumerate(matrix):
         for j, n in enumerate(row):
             if i != j and n and i < len(labels) and j < len(labels):

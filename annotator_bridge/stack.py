@@ -69,6 +69,19 @@ SERVE_ARGS = ("serve",)
 STATE_FILE = "stack.json"
 
 
+DEMO_SPEC: dict[str, Any] = {
+    "name": DEMO_PROJECT_NAME,
+    "task": "ner",
+    "labels": ["Disease"],
+    "label_studio": {"title": DEMO_PROJECT_NAME,
+                     "description": "NCBI-disease sample (CC BY 4.0, see annotator_bridge/demo/ATTRIBUTION.md): "
+                                    "label Disease mentions; al-loop retrains every 20 labels."},
+    # sized for a CPU laptop: a round trains on the labels so far in well under a minute
+    "loop": {"strategy": "least_confidence", "seed_size": 20, "batch_size": 20, "retrain_every": 20},
+    "training": {"max_length": 128, "batch_size": 16, "min_epochs": 2, "max_epochs": 10, "target_steps": 60},
+}
+
+
 class StackError(AlLoopError):
     """A service of the local stack could not be started; the message names its log file."""
 
@@ -180,8 +193,8 @@ class StackConfig:
 
     home: Path
     host: str = "127.0.0.1"
-    api_port: int = 8000
-    ls_port: int = 8080
+    api_port: int | None = None  # None: the port of the previous start, else 8000
+    ls_port: int | None = None  # None: the port of the previous start, else 8080
     broker: str = "auto"  # "auto" | "redis" | "filesystem"
     demo: bool = True
     demo_file: Path = DEMO_SAMPLE
@@ -232,13 +245,19 @@ class LocalStack:
         self.state[key] = value
         return str(value)
 
-    def _port(self, wanted: int, what: str) -> int:
+    def _port(self, wanted: int | None, key: str, default: int, what: str) -> int:
+        """``wanted``, else the port this home used last time (so Label Studio's ML-backend URL stays
+        valid across restarts), else ``default``; a free port when that one is busy (0 = any)."""
         host = self.config.host
+        if wanted is None:
+            wanted = int(self.state.get(key) or default)
         if wanted and _port_free(host, wanted):
-            return wanted
-        port = _free_port(host)
-        if wanted:
-            self._say(f"  port {wanted} is busy; {what} uses {port}")
+            port = wanted
+        else:
+            port = _free_port(host)
+            if wanted:
+                self._say(f"  port {wanted} is busy; {what} uses {port}")
+        self.state[key] = port
         return port
 
     def _say(self, line: str) -> None:
@@ -312,7 +331,7 @@ class LocalStack:
         data = self.home / "label-studio"
         if not (data / "label_studio.sqlite3").exists():
             self._say("label studio: creating its database (first run only, up to a minute) ...")
-        port = self._port(self.config.ls_port, "Label Studio")
+        port = self._port(self.config.ls_port, "ls_port", 8080, "Label Studio")
         self.state.setdefault("ls_username", os.environ.get("LABEL_STUDIO_USERNAME") or DEFAULT_USERNAME)
         self.state.setdefault("ls_password", DEFAULT_PASSWORD)
         self.state.setdefault("ls_token", os.environ.get("LABEL_STUDIO_API_KEY") or DEFAULT_USER_TOKEN)
@@ -324,7 +343,7 @@ class LocalStack:
         self._say(f"label studio: {self.ls_url} (up in {server.startup_seconds:.1f} s)")
 
     def _build_env(self) -> None:
-        api_port = self._port(self.config.api_port, "the al-loop server")
+        api_port = self._port(self.config.api_port, "api_port", 8000, "the al-loop server")
         self.api_url = f"http://{self.config.host}:{api_port}"
         self._api_port = api_port
         env = {k: v for k, v in os.environ.items()
@@ -406,7 +425,44 @@ class LocalStack:
         return json.loads(raw) if raw else None
 
     def _ensure_demo(self) -> None:
-        raise NotImplementedError
+        """Create (or find) the demo NER project through the HTTP API and wait for round-0 predictions."""
+        found = [p for p in self._api("GET", "/api/projects")["projects"] if p["name"] == DEMO_PROJECT_NAME]
+        if found:
+            project = found[0]
+            self._say(f"demo: reusing project {project['id']} ({DEMO_PROJECT_NAME})")
+        else:
+            self._say(f"demo: creating project {DEMO_PROJECT_NAME!r} from {self.config.demo_file.name} ...")
+            project = self._api("POST", "/api/projects", DEMO_SPEC)["project"]
+            if self.config.demo_test_file is not None and self.config.demo_test_file.exists():
+                self._api("POST", f"/api/projects/{project['id']}/items",
+                          {"path": str(self.config.demo_test_file), "format": "bio", "split": "test"}, timeout=600)
+            self._api("POST", f"/api/projects/{project['id']}/items",
+                      {"path": str(self.config.demo_file), "format": "bio",
+                       "start_round": self.config.demo_round0}, timeout=600)
+        pid = int(project["id"])
+        self.state["demo_project_id"] = pid
+        status = self._api("GET", f"/api/projects/{pid}/status")
+        if self.config.demo_round0 and status.get("last_round") is None:
+            self._api("POST", f"/api/projects/{pid}/rounds")
+
+        def pushed() -> bool:
+            last = self._api("GET", f"/api/projects/{pid}/status").get("last_round") or {}
+            if last.get("status") in ("failed", "cancelled"):
+                raise StackError(f"demo round {last.get('index')} {last.get('status')}: {last.get('error')}")
+            return last.get("push_status") in ("done", "superseded")
+
+        if self.config.demo_round0:
+            _wait(pushed, 300, "round-0 predictions to reach Label Studio", self._check_children, 0.5)
+        status = self._api("GET", f"/api/projects/{pid}/status")
+        ls = status.get("label_studio") or {}
+        self.demo_project = {"id": pid, "name": DEMO_PROJECT_NAME, "ls_project_id": ls.get("project_id"),
+                             "model_version": ls.get("model_version"), "items": status.get("items")}
+        self._say(f"demo: project {pid} = Label Studio project {ls.get('project_id')}, "
+                  f"{(status.get('items') or {}).get('pool')} tasks, model version {ls.get('model_version')}")
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            child.check()
 
     # ------------------------------------------------------------------ report / run / stop
     def banner(self) -> str:

@@ -28,6 +28,10 @@ Decisions:
   tokenizer drops).
 - Embeddings: mean of the last hidden state over the attention mask (specials
   included, as sentence-transformers does for MiniLM), float32.
+- Training uses the same windows: every window of a long text is a training
+  item (classification: with the text's labels; NER: first-subword labels of the
+  words that start inside the window, other tokens ignored). Unlabelled examples
+  passed to :meth:`TextModel.fit` are skipped (logged).
 - Weights stay float32; bf16 is autocast only (see :func:`pick_precision`).
 """
 

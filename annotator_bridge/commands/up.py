@@ -17,8 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "Ctrl-C stops everything. State lives in AL_LOOP_HOME (default ./.al-loop).",
     )
     p.add_argument("--home", type=Path, default=None, help="state folder (default: AL_LOOP_HOME or ./.al-loop)")
-    p.add_argument("--port", type=int, default=8000, help="al-loop web server port (a free one if busy)")
-    p.add_argument("--ls-port", type=int, default=8080, help="Label Studio port (a free one if busy)")
+    p.add_argument("--port", type=int, default=None,
+                   help="al-loop web server port (default: the previous start's, else 8000; 0 = any free port)")
+    p.add_argument("--ls-port", type=int, default=None,
+                   help="Label Studio port (default: the previous start's, else 8080; 0 = any free port)")
     p.add_argument("--broker", choices=("auto", "redis", "filesystem"), default="auto",
                    help="auto: redis-server when installed, else a filesystem queue")
     p.add_argument("--no-demo", dest="demo", action="store_false", help="do not create the demo project")

@@ -117,9 +117,15 @@ class Fmt:
 
     @staticmethod
     def ago(seconds: Any) -> str:
+        """Seconds -> '4 s ago', '12 min ago', '3 h 05 m ago' (coarse, so an idle page's HTML stays the same)."""
         if not _ok(seconds):
             return "—"
-        return f"{Fmt.dur(seconds)} ago"
+        s = max(float(seconds), 0.0)
+        if s < 90:
+            return f"{s:.0f} s ago"
+        if s < 3600:
+            return f"{s // 60:.0f} min ago"
+        return f"{s // 3600:.0f} h {s % 3600 // 60:02.0f} m ago"
 
 
 def _ok(v: Any) -> bool:
@@ -351,7 +357,7 @@ def round_page(project_id: int, round_id: int) -> Any:
 
 def _f1(v: Any) -> float | None:
     f1 = v.get("f1") if isinstance(v, dict) else None
-    return float(f1) if _ok(f1) else None
+    return float(f1) if isinstance(f1, int | float) and _ok(f1) else None
 
 
 @bp.get("/<int:project_id>/rounds/<int:round_id>/report.json")

@@ -319,7 +319,7 @@ def bar_chart(
     time axis (annotations per hour; ``label_every`` thins the category labels). Missing values
     (None) leave a gap. ``value_max`` fixes the value axis (e.g. 1.0 for F1).
     """
-    vals = [v for s in series for v in s.values if _finite(v)]
+    vals = [float(v) for s in series for v in s.values if v is not None and _finite(v)]
     if not categories or not vals:
         return _empty(width, height or 160, title or "bar chart", css_class, empty_text)
     vmax = value_max if value_max is not None else max(max(vals), 0) or 1.0

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -218,3 +219,106 @@ def al_loop_env(home: Path, broker_url: str, **extra: str) -> dict[str, str]:
     })
     env.update(extra)
     return env
+
+
+class ApiClient:
+    """Minimal JSON client for al-loop's HTTP API (``Authorization: Bearer <token>``)."""
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    def request(self, method: str, path: str, body: object = None, timeout: float = 120,
+                headers: Mapping[str, str] | None = None) -> object:
+        import json
+
+        data = json.dumps(body).encode() if body is not None else None
+        hdrs = {"Content-Type": "application/json"}
+        if self.token:
+            hdrs["Authorization"] = f"Bearer {self.token}"
+        hdrs.update(headers or {})
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:2000]!r}") from None
+        return json.loads(raw) if raw else None
+
+    def get(self, path: str) -> object:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: object = None, **kw: object) -> object:
+        return self.request("POST", path, body, **kw)  # type: ignore[arg-type]
+
+
+class Annotator:
+    """A script acting as a Label Studio annotator: ``/next/``, then an annotation from the gold labels.
+
+    ``gold`` maps al-loop item id -> ``Example`` with gold spans (NER) or labels; the task's
+    ``data["item_id"]`` says which one Label Studio served.
+    """
+
+    def __init__(self, gateway: object, ls_project_id: int, gold: Mapping[str, object],
+                 token: str | None = None) -> None:
+        self.gw = gateway
+        self.ls_project_id = ls_project_id
+        self.gold = gold
+        self.token = token
+        self.config = gateway.project_config(ls_project_id)  # type: ignore[attr-defined]
+        self.served: list[dict[str, object]] = []
+
+    def next(self) -> dict[str, object] | None:
+        task = self.gw.next_task(self.ls_project_id, token=self.token)  # type: ignore[attr-defined]
+        if task is not None:
+            self.served.append(task)
+        return task  # type: ignore[no-any-return]
+
+    def annotate(self, task: Mapping[str, object]) -> dict[str, object]:
+        from annotator_bridge.labelstudio.convert import prediction_result
+
+        data = task["data"]
+        assert isinstance(data, Mapping)
+        ex = self.gold[str(data["item_id"])]
+        predicted = ex.spans if ex.spans is not None else ex.labels  # type: ignore[attr-defined]
+        result = prediction_result(list(predicted or ()), self.config, text=str(data[self.config.text_key]))
+        return self.gw.create_annotation(int(task["id"]), result, token=self.token,  # type: ignore[attr-defined,no-any-return]
+                                         lead_time=1.0)
+
+    def label(self, n: int) -> list[dict[str, object]]:
+        """Label the next ``n`` tasks Label Studio serves; returns the served tasks in order."""
+        done = []
+        for _ in range(n):
+            task = self.next()
+            if task is None:
+                break
+            self.annotate(task)
+            done.append(task)
+        return done
+
+
+def prediction_scores(gateway: object, ls_project_id: int, model_version: str) -> dict[int, float]:
+    """task id -> score of its ``model_version`` prediction, for unlabelled tasks (what Label Studio orders by)."""
+    out: dict[int, float] = {}
+    for t in gateway.list_tasks(ls_project_id, fields="all", page_size=500):  # type: ignore[attr-defined]
+        if t.get("total_annotations") or t.get("annotations"):
+            continue
+        for p in t.get("predictions") or []:
+            if p.get("model_version") == model_version:
+                out[int(t["id"])] = float(p["score"])
+    return out
+
+
+def annotator_token(label_studio: object, gateway: object, email: str) -> str:
+    """A Label Studio annotator's token, with the admin's organization active.
+
+    Users created through ``POST /api/users/`` have ``active_organization = None``; Label Studio
+    emits webhooks for the annotating user's active organization, so their annotations would
+    fire no webhook at all. Setting it (PATCH as admin) makes them behave like invited users.
+    """
+    token = label_studio.annotator_token(email)  # type: ignore[attr-defined]
+    me = gateway.whoami(token=token)  # type: ignore[attr-defined]
+    if me.get("active_organization") is None:
+        org = gateway.whoami().get("active_organization")  # type: ignore[attr-defined]
+        gateway._raw("PATCH", f"api/users/{int(me['id'])}/", json_body={"active_organization": org})  # type: ignore[attr-defined]
+    return str(token)

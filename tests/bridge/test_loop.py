@@ -99,7 +99,8 @@ class FakeGateway:
         self._project(project_id).update(fields)
         return self._ls_project(self._project(project_id))
 
-    def set_model_version(self, project_id: int, version: str, sampling: str | None = UNCERTAINTY_SAMPLING) -> LSProject:
+    def set_model_version(self, project_id: int, version: str,
+                          sampling: str | None = UNCERTAINTY_SAMPLING) -> LSProject:
         self._call("set_model_version")
         fields: dict[str, Any] = {"model_version": version}
         if sampling is not None:
@@ -161,7 +162,7 @@ class FakeGateway:
             assert p["model_version"] == model_version
             self.predictions.append({**p, "project": project_id})
         if mode == "applied-then-down":
-            raise LabelStudioUnavailable("Label Studio timed out during import of predictions; it may have been applied")
+            raise LabelStudioUnavailable("Label Studio timed out importing predictions; it may have been applied")
         return len(predictions)
 
     # ML backend
@@ -898,8 +899,8 @@ def test_ner_round_pushes_span_predictions(env: SimpleNamespace) -> None:
     for s in env.store.get_scores(r0.id, selected_only=True):
         text = texts[int(s.item_id[1:])]
         start = text.index("cancer")
-        body = env.gw.annotate(env.gw.task_of(env.ls_id, s.item_id),
-                               [span(start, start + 6, "Disease", text), span(len(text) - 3, len(text), "Disease", text)])
+        result = [span(start, start + 6, "Disease", text), span(len(text) - 3, len(text), "Disease", text)]
+        body = env.gw.annotate(env.gw.task_of(env.ls_id, s.item_id), result)
         assert env.loop.handle_event(env.project.id, body)["outcomes"] == {"created": 1}
     r1 = env.store.get_round(env.loop.request_round(env.project.id).id)
     assert r1.status == "succeeded", r1.error
@@ -948,3 +949,23 @@ def test_thread_dispatcher_runs_in_order_and_survives_errors(caplog: pytest.LogC
     assert seen == [("ingest", 1), ("run", 5), ("push", 5), ("reconcile", 1)]
     assert "background ingest_event [1] failed" in caplog.text
     d.close()
+
+
+def test_a_crashing_reconcile_does_not_block_the_round(cls_project: SimpleNamespace,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    env = cls_project
+
+    def crash(project_id: int) -> Any:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(env.loop, "reconcile", crash)
+    rnd = env.store.get_round(env.loop.request_round(env.project.id).id)
+    assert rnd.status == "succeeded" and rnd.push_status == "done"
+
+
+def test_label_studio_titles_fit_its_limits(env: SimpleNamespace) -> None:
+    short = env.loop.create_project(cls_spec(name="ab"))
+    long = env.loop.create_project(cls_spec(name="x" * 120))
+    assert env.gw.projects[short.integration["ls_project_id"]]["title"] == "al-loop ab"
+    assert env.gw.projects[long.integration["ls_project_id"]]["title"] == "x" * 50
+    assert long.name == "x" * 120

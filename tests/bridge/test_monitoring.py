@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import re
 from datetime import datetime, timedelta
@@ -86,8 +88,8 @@ def test_learning_curve_live_points_and_simulation_overlay(live) -> None:
     expected = [(r.n_labels, r.metrics["score"]) for r in store.list_rounds(pid) if r.metrics.get("score") is not None]
     assert [(p["labels"], p["score"]) for p in curve["live"]] == expected
     points = [
-        {"strategy": s, "repeat": rep, "round": k, "labels": 10 * k, "tokens": 50 * k, "score": base + 0.1 * k + rep / 10,
-         "seconds": 1.0}
+        {"strategy": s, "repeat": rep, "round": k, "labels": 10 * k, "tokens": 50 * k,
+         "score": base + 0.1 * k + rep / 10, "seconds": 1.0}
         for s, base in (("least_confidence", 0.3), ("random", 0.2)) for rep in (0, 1) for k in (1, 2)
     ]
     points.append({"strategy": "random", "repeat": 0, "round": 3, "labels": 30, "tokens": 1, "score": None})
@@ -281,5 +283,63 @@ def test_nice_ticks_cover_the_range(lo, hi, expected) -> None:
     if expected is not None:
         assert ticks == pytest.approx(expected)
     assert ticks[0] <= lo and ticks[-1] >= hi and len(ticks) >= 2
-    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+    steps = {round(b - a, 9) for a, b in itertools.pairwise(ticks)}
     assert len(steps) == 1
+
+
+# ------------------------------------------------------------------ dashboard routes
+@pytest.fixture
+def client(live, tmp_path):
+    from annotator_bridge.settings import Settings
+    from annotator_bridge.web import create_app
+
+    settings = Settings(home=tmp_path, database_url="sqlite://", broker_url="filesystem://",
+                        artifacts_dir=tmp_path / "art", api_token="t")
+    return create_app(settings, store=live.store).test_client()
+
+
+def test_dashboard_routes_render_from_the_store(live, client) -> None:
+    store, pid = live.store, live.project_id
+    listing = client.get("/dashboard/")
+    assert listing.status_code == 200 and b"reviews" in listing.data
+    assert "script-src 'self'" in listing.headers["Content-Security-Policy"]
+    page = client.get(f"/dashboard/{pid}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    assert 'src="/dashboard/static/dashboard.js"' in html and "<style" not in html and " style=" not in html
+    for rnd in store.list_rounds(pid):
+        assert f'data-round-index="{rnd.index}"' in html and rnd.version_tag in html
+    for v in store.list_versions(pid):
+        if v.status != "promoted":
+            assert f'data-url="/api/projects/{pid}/versions/{v.id}/promote"' in html
+    frag = client.get(f"/dashboard/{pid}/fragment")
+    assert frag.status_code == 200 and frag.headers["X-Dashboard-Active"] == "0"
+    assert frag.headers["X-Dashboard-Digest"] and "<html" not in frag.get_data(as_text=True)
+    assert frag.headers["X-Dashboard-Digest"] == hashlib.sha1(frag.data).hexdigest()[:16]
+    data = client.get(f"/dashboard/{pid}/data.json").get_json()
+    assert [r["index"] for r in data["rounds"]] == [0, 1, 2, 3] and data["summary"]["labelled"] == 26
+    rid = store.list_rounds(pid)[-1].id
+    report = client.get(f"/dashboard/{pid}/rounds/{rid}")
+    assert report.status_code == 200 and b"What the model gets wrong" in report.data
+    rep = client.get(f"/dashboard/{pid}/rounds/{rid}/report.json").get_json()
+    assert rep["round"]["id"] == rid and rep["confusion"]["labels"] == ["neg", "pos"]
+    assert client.get("/dashboard/static/dashboard.css").status_code == 200
+
+
+def test_dashboard_not_found_and_empty_project(live, client) -> None:
+    missing = client.get("/dashboard/999")
+    assert missing.status_code == 404 and b"project 999 not found" in missing.data and b"<html" in missing.data
+    assert client.get("/dashboard/999/data.json").status_code == 404
+    other = live.store.create_project("fresh", LabelSchema.build("ner", ["PER", "LOC"]))
+    page = client.get(f"/dashboard/{other.id}")
+    assert page.status_code == 200 and b"No rounds yet" in page.data and b"the curve starts after" in page.data
+    rid = live.store.list_rounds(live.project_id)[0].id
+    assert client.get(f"/dashboard/{other.id}/rounds/{rid}").status_code == 404
+    assert client.get(f"/dashboard/{other.id}/rounds/{rid}/report.json").status_code == 404
+
+
+def test_fragment_reports_an_active_round(live, client) -> None:
+    rnd = live.service.create_round(live.project_id, trigger="api")
+    frag = client.get(f"/dashboard/{live.project_id}/fragment")
+    assert frag.headers["X-Dashboard-Active"] == "1"
+    assert f'data-round-index="{rnd.index}"' in frag.get_data(as_text=True)

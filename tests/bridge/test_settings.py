@@ -59,8 +59,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
 
 
 def test_secrets_never_in_repr_or_dict() -> None:
-    s = Settings.from_env({"AL_LOOP_HOME": "/tmp/x", "AL_LOOP_API_TOKEN": "tok-123", "AL_LOOP_WEBHOOK_SECRET": "sec-456",
-                           "LABEL_STUDIO_URL": "http://ls:8080", "LABEL_STUDIO_API_KEY": "key-789",
+    s = Settings.from_env({"AL_LOOP_HOME": "/tmp/x", "AL_LOOP_API_TOKEN": "tok-123",
+                           "AL_LOOP_WEBHOOK_SECRET": "sec-456", "LABEL_STUDIO_URL": "http://ls:8080",
+                           "LABEL_STUDIO_API_KEY": "key-789",
                            "AL_LOOP_DATABASE_URL": "postgresql://u:dbpass@db/al"})
     text = repr(s) + repr(s.to_dict())
     for secret in ("tok-123", "sec-456", "key-789", "dbpass"):

@@ -225,8 +225,8 @@ def test_worker_argv_defaults() -> None:
 
 # ---------------------------------------------------------------------------------- integration
 VISIBILITY_TIMEOUT = 60  # the smallest Settings accepts; rounds here take seconds
-TINY_TRAINING = {"max_length": 64, "window_stride": 16, "min_epochs": 1, "max_epochs": 1, "target_steps": 4, "batch_size": 8,
-                 "val_fraction": 0.0, "precision": "auto", "inference_batch_size": 64}
+TINY_TRAINING = {"max_length": 64, "window_stride": 16, "min_epochs": 1, "max_epochs": 1, "target_steps": 4,
+                 "batch_size": 8, "val_fraction": 0.0, "precision": "auto", "inference_batch_size": 64}
 
 
 class Services:
@@ -403,9 +403,9 @@ def test_c_worker_killed_mid_training_round_is_redelivered(redis_server: Any, tm
     try:
         svc.worker(WORKER_DEFAULT_ARGS, "worker-default")
         first = svc.worker(WORKER_TRAIN_ARGS, "worker-train")
-        data = _trec(shared_data, 200, offset=300)
-        long_training = {**TINY_TRAINING, "max_epochs": 10, "target_steps": 60}  # ~60 steps: long enough to kill
-        pid = _project(svc, "killed", data[:160], data[160:], long_training)
+        data = _trec(shared_data, 120, offset=300)
+        long_training = {**TINY_TRAINING, "max_epochs": 4, "target_steps": 40}  # 40 steps: long enough to kill
+        pid = _project(svc, "killed", data[:80], data[80:], long_training)
         rnd = svc.loop.request_round(pid, "api")
 
         def training() -> bool:
@@ -426,7 +426,7 @@ def test_c_worker_killed_mid_training_round_is_redelivered(redis_server: Any, tm
         assert done.attempts == 2 and done.owner != mid.owner
         assert len(svc.store.get_scores(rnd.id)) == 40
         assert len(svc.store.list_versions(pid)) == 1
-        assert len(svc.store.labelled_examples(pid)) == 160  # nothing lost
+        assert len(svc.store.labelled_examples(pid)) == 80  # nothing lost
         wait_until(lambda: _broker_idle(svc.settings.broker_url), 60, 0.2, "the queues to drain")
     finally:
         svc.close()

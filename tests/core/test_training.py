@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import numpy as np
@@ -82,14 +82,14 @@ def test_warmup_then_linear_decay() -> None:
         opt.step()
         sched.step()
     assert lrs[0] < lrs[1] < lrs[2] == 1.0
-    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))
+    assert all(a > b for a, b in pairwise(lrs[2:]))
     assert lrs[-1] > 0
 
 
 # ---------------------------------------------------------------- real fine-tuning (slow)
 
 FAST = TrainingConfig(
-    max_length=64, window_stride=16, batch_size=16, target_steps=48, min_epochs=1, max_epochs=6,
+    max_length=64, window_stride=16, batch_size=16, target_steps=48, min_epochs=3, max_epochs=6,
     head_learning_rate=2e-3, learning_rate=1e-4, patience=2, inference_batch_size=64,
 )  # fmt: skip
 
@@ -125,7 +125,7 @@ def test_short_fit_beats_untrained_on_trec(trec: tuple[list[Example], list[Examp
     model = TextModel.create(schema, config=FAST)
     before = model.evaluate(held_out)["score"]
     seen: list[float] = []
-    report = model.fit(train + [Example(ItemId("u"), "unlabelled text")], progress=seen.append)
+    report = model.fit([*train, Example(ItemId("u"), "unlabelled text")], progress=seen.append)
     after = model.evaluate(held_out)
     assert after["score"] > before + 0.1, (before, after["score"], report)
     assert after["score"] > 0.4
