@@ -341,7 +341,7 @@ class Store:
                 return "created"
             if updated_at < row.updated_at:
                 return "stale"
-            if updated_at == row.updated_at and not row.deleted:
+            if updated_at == row.updated_at:  # a redelivered event (also for a deleted annotation)
                 return "duplicate"
             row.payload, row.skipped, row.deleted = body, skipped, False
             row.updated_at, row.received_at, row.annotator = updated_at, now, annotator or row.annotator

@@ -158,3 +158,16 @@ def test_new_labels_since_last_round(store: Store) -> None:
 def test_task_kind_enum_round_trip(store: Store) -> None:
     p = store.create_project("n", LabelSchema.build(TaskKind.NER, ["A", "B"]))
     assert store.get_project(p.id).task is TaskKind.NER
+
+
+def test_redelivered_event_does_not_revive_a_deleted_annotation(store: Store) -> None:
+    p = _cls_project(store)
+    store.add_items(p.id, [Example(ItemId("a"), "x")])
+    t1 = datetime(2026, 1, 1, 12, 0, 0)
+    store.record_label(p.id, "a", "ls:1", payload={"labels": ["pos"]}, source="ls", updated_at=t1)
+    store.delete_labels(p.id, ["ls:1"])
+    assert store.record_label(p.id, "a", "ls:1", payload={"labels": ["pos"]}, source="ls", updated_at=t1) == "duplicate"
+    assert store.labelled_examples(p.id) == []
+    later = t1 + timedelta(minutes=1)
+    assert store.record_label(p.id, "a", "ls:1", payload={"labels": ["neg"]}, source="ls", updated_at=later) == "updated"
+    assert [e.labels for e in store.labelled_examples(p.id)] == [("neg",)]
