@@ -23,8 +23,8 @@ class TrainingConfig:
     steps_per_epoch, min_epochs, max_epochs)`` so small sets get more passes.
     """
 
-    learning_rate: float = 5e-5
-    head_learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
+    head_learning_rate: float = 3e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     batch_size: int = 16
@@ -34,7 +34,7 @@ class TrainingConfig:
     max_epochs: int = 20
     target_steps: int = 150
     val_fraction: float = 0.15
-    min_val_size: int = 20
+    min_val_size: int = 40
     patience: int = 2
     warm_start: bool = False
     seed: int = 13

@@ -389,7 +389,6 @@ class LocalStack:
     # ------------------------------------------------------------------ recovery / demo
     def _recover(self) -> None:
         """Re-dispatch unfinished rounds and pending pushes (duplicates are no-ops)."""
-        from al_loop.rounds import RoundService  # noqa: F401 - import the core's rounds before its store
         from al_loop.store import Store
         from annotator_bridge.settings import Settings
         from annotator_bridge.worker.dispatcher import CeleryDispatcher

@@ -30,7 +30,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import al_loop.rounds  # noqa: E402,F401 - before al_loop.store (import order of the core's packages)
 from al_loop.data.readers import dedupe_examples, read_examples  # noqa: E402
 from al_loop.types import TaskKind  # noqa: E402
 from annotator_bridge.labelstudio.gateway import LabelStudioGateway  # noqa: E402
@@ -168,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 return None
             return tag if gw.model_versions(ls_id).get(tag, 0) >= len(pool) - args.labels else None
 
-        stop = threading.Event()
         tag = wait_until(visible, 3600, 0.25, "round 1 predictions in Label Studio")
-        stop.set()
         figures["last_annotation_to_predictions_visible_s"] = round(time.monotonic() - last_annotation, 1)
         r1 = round1() or {}
         figures["round1_timings_s"] = r1.get("timings")

@@ -74,7 +74,15 @@ def build_web_app(settings: Any = None) -> Any:
     from annotator_bridge.worker.dispatcher import CeleryDispatcher
 
     settings = settings or Settings.from_env()
-    return create_app(settings, dispatcher=CeleryDispatcher.from_settings(settings))
+    dispatcher = CeleryDispatcher.from_settings(settings)
+    app = create_app(settings, dispatcher=dispatcher)
+    try:
+        from annotator_bridge.web.register import set_queue_probe
+        from annotator_bridge.worker.dispatcher import CeleryQueueProbe
+    except ModuleNotFoundError:  # monitoring blueprints not installed
+        return app
+    set_queue_probe(app, CeleryQueueProbe(dispatcher.app))
+    return app
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -61,14 +61,15 @@ def broker_of(settings: Settings) -> tuple[str, dict[str, Any]]:
     vt = int(getattr(settings, "visibility_timeout", 7200) or 7200)
     if url.startswith("filesystem"):
         root = Path(getattr(settings, "broker_dir", None) or Path(settings.home) / "broker")
-        queue_dir, processed = root / "in", root / "processed"
-        for d in (queue_dir, processed):
+        queue_dir, processed, control = root / "in", root / "processed", root / "control"
+        for d in (queue_dir, processed, control):
             d.mkdir(parents=True, exist_ok=True)
         # one machine: producers and consumers share one folder (in = out)
         return "filesystem://", {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
             "processed_folder": str(processed),
+            "control_folder": str(control),  # exchange bindings (default: ./control in the cwd)
             "store_processed": False,
             "polling_interval": 0.1,
         }

@@ -1,6 +1,7 @@
 """Thin Celery tasks: they take ids, call one ``LoopService`` method and decide about retries.
 
-Each worker process builds its services once, lazily, on the first task (``get_services``):
+Each worker process builds its services once (``get_services``, cached; built when the worker
+reports ready, or on the first task):
 a Store on ``AL_LOOP_DATABASE_URL``, a RoundService with the real ``TextModel`` factory
 (torch is imported only when a round trains), a Label Studio gateway factory and the
 LoopService. Nothing is built at import time and nothing crosses a ``fork``: the training
@@ -157,6 +158,8 @@ def register_tasks(app: Celery) -> None:
         if _is_final(current.status):
             log.info("round %s of project %s is already %s; duplicate delivery ignored",
                      current.index, project_id, current.status)
+            if current.push_status == "pending":  # the worker died between finishing and dispatching the push
+                services.loop.execute_round(int(round_id))
             return
         try:
             services.loop.execute_round(int(round_id))

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 
-import al_loop.rounds  # noqa: F401 - before al_loop.store (import order of the core's packages)
 from al_loop.data.readers import dedupe_examples, read_examples
 from al_loop.types import Example, TaskKind
 from annotator_bridge.labelstudio.gateway import LabelStudioGateway
@@ -69,7 +68,7 @@ class Stack:
 def stack(label_studio: Any, redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("e2e-home")
     port = free_port()
-    env = al_loop_env(home, redis_server.url,
+    env = al_loop_env(home, redis_server.url_for(3),
                       AL_LOOP_API_TOKEN=API_TOKEN, AL_LOOP_WEBHOOK_SECRET=WEBHOOK_SECRET,
                       AL_LOOP_PUBLIC_URL=f"http://127.0.0.1:{port}",
                       LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.api_key)

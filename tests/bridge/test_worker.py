@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-import al_loop.rounds  # noqa: F401 - before al_loop.store (import order of the core's packages)
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConflictError
 from al_loop.store import Store
@@ -101,6 +100,7 @@ def test_filesystem_broker_without_redis(tmp_path: Path) -> None:
     assert Path(options["data_folder_in"]) == settings.broker_dir / "in"
     assert options["data_folder_in"] == options["data_folder_out"]
     assert Path(options["processed_folder"]).is_dir()
+    assert Path(options["control_folder"]) == settings.broker_dir / "control"  # never ./control in the cwd
 
 
 class _Recorder:
@@ -235,6 +235,8 @@ class Services:
     def __init__(self, home: Path, broker_url: str) -> None:
         self.home = home
         self.env = al_loop_env(home, broker_url, AL_LOOP_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT))
+        if not broker_url:
+            del self.env["AL_LOOP_BROKER_URL"]
         self.settings = Settings.from_env(self.env)
         self.settings.ensure_dirs()
         self.store = Store(self.settings.database_url)
@@ -304,8 +306,7 @@ def _broker_idle(redis_url: str, queues: tuple[str, ...] = ("default", "train"))
 @pytest.fixture(scope="module")
 def shared_env(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One DB + both workers for tests (a), (b), (d) (worker start-up is paid once)."""
-    redis_server.flush()
-    svc = Services(tmp_path_factory.mktemp("worker-env"), redis_server.url)
+    svc = Services(tmp_path_factory.mktemp("worker-env"), redis_server.url_for(1))
     t0 = time.monotonic()
     svc.worker(WORKER_DEFAULT_ARGS, "worker-default")
     svc.worker(WORKER_TRAIN_ARGS, "worker-train")
@@ -359,6 +360,13 @@ def test_a_ingest_event_round_trips_through_redis(shared_env: Services, shared_d
     svc.dispatcher.ingest_event(pid, _annotation_payload(pid, 1, item, label))
     wait_until(lambda: _broker_idle(svc.settings.broker_url), 30, 0.1, "the queue to drain")
     assert len(recorded()) == 1
+    # the dashboard's probe sees both queues and both workers
+    from annotator_bridge.worker.dispatcher import CeleryQueueProbe
+
+    probe = CeleryQueueProbe(svc.app, timeout=2.0)
+    assert probe.depth() == {"default": 0, "train": 0}
+    workers = probe.workers()
+    assert sorted(q for w in workers for q in w["queues"]) == ["default", "train"], workers
 
 
 @pytest.mark.integration
@@ -398,8 +406,7 @@ def test_b_round_runs_on_the_train_queue_then_d_duplicates_are_no_ops(shared_env
 @pytest.mark.slow
 def test_c_worker_killed_mid_training_round_is_redelivered(redis_server: Any, tmp_path: Path,
                                                            shared_data: Path) -> None:
-    redis_server.flush()
-    svc = Services(tmp_path / "home", redis_server.url)
+    svc = Services(tmp_path / "home", redis_server.url_for(2))
     try:
         svc.worker(WORKER_DEFAULT_ARGS, "worker-default")
         first = svc.worker(WORKER_TRAIN_ARGS, "worker-train")
@@ -428,5 +435,28 @@ def test_c_worker_killed_mid_training_round_is_redelivered(redis_server: Any, tm
         assert len(svc.store.list_versions(pid)) == 1
         assert len(svc.store.labelled_examples(pid)) == 80  # nothing lost
         wait_until(lambda: _broker_idle(svc.settings.broker_url), 60, 0.2, "the queues to drain")
+    finally:
+        svc.close()
+
+
+@pytest.mark.integration
+def test_filesystem_broker_without_redis_round_trips(tmp_path: Path, shared_data: Path) -> None:
+    """`al-loop up` without redis-server: the filesystem queue carries events to a real worker process."""
+    svc = Services(tmp_path / "home", "")
+    try:
+        assert svc.settings.broker_url == "filesystem://"
+        svc.worker(WORKER_DEFAULT_ARGS, "worker-default")
+        pool = _trec(shared_data, 5)
+        pid = _project(svc, "fs", [], pool)
+        item = svc.store.get_items(pid, [pool[0].item_id])[0]
+        t0 = time.monotonic()
+        svc.dispatcher.ingest_event(pid, _annotation_payload(pid, 7, item, pool[0].labels[0]))
+        wait_until(lambda: [r for r in svc.store.label_records(pid) if r.annotation_key == "ls:7"], 30, 0.01,
+                   "the label to land in the DB")
+        print(f"\n[worker] filesystem broker ingest round trip: {(time.monotonic() - t0) * 1000:.0f} ms")
+        from annotator_bridge.worker.dispatcher import CeleryQueueProbe
+
+        assert CeleryQueueProbe(svc.app).depth() == {"default": 0, "train": 0}
+        assert not (REPO / "control").exists() and (svc.settings.broker_dir / "control").is_dir()
     finally:
         svc.close()
