@@ -749,8 +749,8 @@ class LoopService:
         if ls_id is None:
             return {"status": "skipped", "reason": "the project has no Label Studio project"}
         ml = project.integration.get("ml_backend") or {}
-        if self.settings.public_url and ml.get("status") != "connected":
-            self._connect_backend(project)
+        if self.settings.public_url and (ml.get("status") != "connected" or ml.get("url") != self.settings.public_url):
+            self._connect_backend(project)  # never connected, or this server moved (AL_LOOP_PUBLIC_URL changed)
         tasks = self._sync_tasks(project)
         project = self.store.get_project(project_id)
         cfg = self.label_config(project)

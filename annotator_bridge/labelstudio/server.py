@@ -453,6 +453,7 @@ class LabelStudioServer:
         The user is created through the SDK; the API does not expose another user's
         token, so it is read with ``label-studio user --username`` (~3 s).
         """
+        import httpx
         from label_studio_sdk import LabelStudio  # lazy: starting a server needs no SDK
 
         client = LabelStudio(base_url=self.url, api_key=self.api_key, timeout=30, max_retries=0)
@@ -461,7 +462,19 @@ class LabelStudioServer:
                 client.users.create(email=email, username=email)
         finally:
             client._client_wrapper.httpx_client.httpx_client.close()
-        return self.user_token_of(email)
+        token = self.user_token_of(email)
+        # Users created through POST /api/users/ have no active organization, and Label Studio sends
+        # no webhook for their annotations; make the admin's organization theirs (as an invite would).
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            me = http.get("/api/current-user/whoami", headers={"Authorization": f"Token {token}"}).json()
+            if me.get("active_organization") is None:
+                admin = http.get("/api/current-user/whoami", headers={"Authorization": f"Token {self.api_key}"}).json()
+                http.patch(
+                    f"/api/users/{int(me['id'])}/",
+                    json={"active_organization": admin.get("active_organization")},
+                    headers={"Authorization": f"Token {self.api_key}"},
+                ).raise_for_status()
+        return token
 
 
 class _PortMoved(LabelStudioServerError):

@@ -315,15 +315,7 @@ def prediction_scores(gateway: object, ls_project_id: int, model_version: str) -
 
 
 def annotator_token(label_studio: object, gateway: object, email: str) -> str:
-    """A Label Studio annotator's token, with the admin's organization active.
-
-    Users created through ``POST /api/users/`` have ``active_organization = None``; Label Studio
-    emits webhooks for the annotating user's active organization, so their annotations would
-    fire no webhook at all. Setting it (PATCH as admin) makes them behave like invited users.
-    """
+    """A Label Studio annotator's token (the server harness puts them in the admin's organization)."""
     token = label_studio.annotator_token(email)  # type: ignore[attr-defined]
-    me = gateway.whoami(token=token)  # type: ignore[attr-defined]
-    if me.get("active_organization") is None:
-        org = gateway.whoami().get("active_organization")  # type: ignore[attr-defined]
-        gateway._raw("PATCH", f"api/users/{int(me['id'])}/", json_body={"active_organization": org})  # type: ignore[attr-defined]
+    assert gateway.whoami(token=token).get("active_organization") is not None  # type: ignore[attr-defined]
     return str(token)

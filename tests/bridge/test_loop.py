@@ -425,6 +425,16 @@ def test_backend_connection_failure_is_recorded_and_retried_by_reconcile(env: Si
     assert len(attempts) == 2  # connected once, never again
 
 
+def test_reconcile_reconnects_the_backend_when_the_public_url_changed(env: SimpleNamespace) -> None:
+    import dataclasses
+
+    project = env.loop.create_project(cls_spec())
+    env.loop.settings = dataclasses.replace(env.loop.settings, public_url="http://127.0.0.1:9999")
+    env.loop.reconcile(project.id)
+    assert env.gw.calls.count("connect_ml_backend") == 2
+    assert env.store.get_project(project.id).integration["ml_backend"]["url"] == "http://127.0.0.1:9999"
+
+
 # ---------------------------------------------------------------------------- import
 def test_import_creates_tasks_with_item_ids_and_is_idempotent(env: SimpleNamespace) -> None:
     project = env.loop.create_project(cls_spec())

@@ -169,5 +169,7 @@ def test_redelivered_event_does_not_revive_a_deleted_annotation(store: Store) ->
     assert store.record_label(p.id, "a", "ls:1", payload={"labels": ["pos"]}, source="ls", updated_at=t1) == "duplicate"
     assert store.labelled_examples(p.id) == []
     later = t1 + timedelta(minutes=1)
-    assert store.record_label(p.id, "a", "ls:1", payload={"labels": ["neg"]}, source="ls", updated_at=later) == "updated"
+    assert (
+        store.record_label(p.id, "a", "ls:1", payload={"labels": ["neg"]}, source="ls", updated_at=later) == "updated"
+    )
     assert [e.labels for e in store.labelled_examples(p.id)] == [("neg",)]
