@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from al_loop.errors import AlLoopError
+from annotator_bridge.labelstudio.server import free_port, port_is_free
 
 log = logging.getLogger("annotator_bridge.stack")
 
@@ -84,21 +85,6 @@ DEMO_SPEC: dict[str, Any] = {
 
 class StackError(AlLoopError):
     """A service of the local stack could not be started; the message names its log file."""
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def _pdeathsig() -> None:  # runs in the child between fork and exec
@@ -251,10 +237,10 @@ class LocalStack:
         host = self.config.host
         if wanted is None:
             wanted = int(self.state.get(key) or default)
-        if wanted and _port_free(host, wanted):
+        if wanted and port_is_free(host, wanted):
             port = wanted
         else:
-            port = _free_port(host)
+            port = free_port(host)
             if wanted:
                 self._say(f"  port {wanted} is busy; {what} uses {port}")
         self.state[key] = port
@@ -296,7 +282,7 @@ class LocalStack:
             self._say("broker: filesystem queue under " + str(self.home / "broker") +
                       ("" if exe else " (redis-server not found on PATH)"))
             return
-        port = _free_port(self.config.host)
+        port = free_port(self.config.host)
         data = self.home / "redis"
         data.mkdir(exist_ok=True)
         self.redis = Child("redis-server", [exe, "--port", str(port), "--bind", self.config.host, "--save", "",

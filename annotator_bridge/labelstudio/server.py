@@ -83,7 +83,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
@@ -313,7 +314,7 @@ class LabelStudioServer:
         last_error: LabelStudioServerError | None = None
         for _ in range(attempts if port is None else 1):
             chosen = port if port is not None else free_port(self.host)
-            if not _port_is_free(self.host, chosen):
+            if not port_is_free(self.host, chosen):
                 raise LabelStudioServerError(f"port {chosen} on {self.host} is busy")
             try:
                 self._spawn_and_wait(chosen, timeout)
