@@ -39,7 +39,7 @@ def label_studio(request: pytest.FixtureRequest,
     try:
         server.ensure_installed()
     except LabelStudioServerError as exc:
-        pytest.skip(f"Label Studio cannot be installed here: {exc}")
+        pytest.fail(f"Label Studio cannot be installed here: {exc}")
     installed = time.monotonic() - t0
     data_dir = tmp_path_factory.mktemp("label-studio") / "data"
     server.start(data_dir)

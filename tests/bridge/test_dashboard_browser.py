@@ -104,7 +104,7 @@ def served(tmp_path_factory, shared_data):
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (set AL_LOOP_CHROMIUM)")
+        pytest.fail(f"no chromium at {CHROMIUM} (set AL_LOOP_CHROMIUM)")
     with playwright_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
