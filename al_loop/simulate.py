@@ -99,10 +99,8 @@ def load_data(spec: SimulationSpec) -> tuple[LabelSchema, list[Example], list[Ex
         raise EmptyInputError(f"{spec.test}: no labelled examples to evaluate on")
     multi = spec.task is TaskKind.CLASSIFICATION and any(len(e.labels or ()) > 1 for e in train)
     schema = LabelSchema.from_examples(spec.task, train, multi_label=multi)
-    unknown = sorted(
-        {s.label for e in test for s in (e.spans or ())}
-        | {lb for e in test for lb in (e.labels or ())} - set(schema.labels)
-    )
+    test_labels = {s.label for e in test for s in (e.spans or ())} | {lb for e in test for lb in (e.labels or ())}
+    unknown = sorted(test_labels - set(schema.labels))
     if unknown:
         raise UnknownLabelError(
             f"{spec.test}: labels not present in the training file: {', '.join(unknown)} "

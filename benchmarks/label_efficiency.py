@@ -81,6 +81,11 @@ def table(summary: dict, task: TaskKind) -> str:
     return "\n".join(rows)
 
 
+def _print_point(point: dict) -> None:
+    """One line per trained round, so a long run shows where it is (and what it has so far)."""
+    print(json.dumps(point), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(PRESETS))
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "bench-results" / args.dataset
     spec = replace(spec, out=out, **changes)
     t0 = time.perf_counter()
-    result = run_simulation(spec, progress=sys.stderr.isatty())
+    result = run_simulation(spec, progress=sys.stderr.isatty(), on_point=_print_point)
     write_outputs(result, out, spec.task)
     minutes = (time.perf_counter() - t0) / 60
     import torch

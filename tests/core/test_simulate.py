@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,31 @@ def test_simulation_points_outputs_and_summary(tmp_path: Path) -> None:
     assert paths["png"].stat().st_size > 5000
     assert set(data["summary"]) == {"random", "margin"}
     assert data["summary"]["random"]["labels_to_random_final"] is not None
+
+
+def _write_conll(path: Path, n: int, types: tuple[str, ...] = ("PER", "LOC"), offset: int = 0) -> Path:
+    names = {"PER": "Smith", "LOC": "Paris", "ORG": "Acme"}
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for i in range(n):
+        kind = types[i % len(types)]
+        lines += [f"word{i + offset} NN O", f"{names[kind]} NNP B-{kind}", "visited VBD O", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_ner_simulation_accepts_test_labels_of_the_training_schema(tmp_path: Path) -> None:
+    """Regression: every NER test file was refused as having 'unknown' labels (set-operator precedence)."""
+    train = _write_conll(tmp_path / "train.txt", 40)
+    test = _write_conll(tmp_path / "test.txt", 10, offset=500)
+    spec = SimulationSpec(train=train, test=test, task=TaskKind.NER, strategies=("random", "mnlp"),
+                          seed_size=5, batch_size=5, rounds=2, repeats=1)
+    result = run_simulation(spec, model_factory=FakeModel, progress=False)
+    assert [p["labels"] for p in result.points if p["strategy"] == "mnlp"] == [5, 10]
+    assert all(p["tokens"] > 0 for p in result.points)
+    unknown = _write_conll(tmp_path / "test2.txt", 4, types=("PER", "ORG"))
+    with pytest.raises(UnknownLabelError, match="ORG") as err:
+        run_simulation(replace(spec, test=unknown), model_factory=FakeModel, progress=False)
+    assert "PER" not in str(err.value).split("(known")[0]
 
 
 def test_summary_metrics() -> None:
