@@ -39,10 +39,11 @@ sys.path.insert(0, str(REPO))
 
 from al_loop.data.readers import dedupe_examples, read_examples  # noqa: E402
 from al_loop.types import TaskKind  # noqa: E402
+from annotator_bridge.client import ApiClient, wait_until  # noqa: E402
+from annotator_bridge.labelstudio.annotator import Annotator  # noqa: E402
 from annotator_bridge.labelstudio.gateway import LabelStudioGateway  # noqa: E402
 from annotator_bridge.settings import WEBHOOK_SECRET_HEADER  # noqa: E402
 from annotator_bridge.stack import DEMO_SAMPLE, DEMO_TEST_SAMPLE, LocalStack, StackConfig  # noqa: E402
-from tests.bridge.conftest_services import Annotator, ApiClient, wait_until  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:

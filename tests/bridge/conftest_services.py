@@ -18,15 +18,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+# clients shared with the benchmarks (they live in the package, not in the tests)
+from annotator_bridge.client import ApiClient, wait_until
+from annotator_bridge.labelstudio.annotator import Annotator
+
 # the al-loop command lines shared with docker-compose.yml and `al-loop up` (test_compose.py compares them)
 from annotator_bridge.stack import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS
 
-__all__ = ["SERVE_ARGS", "WORKER_DEFAULT_ARGS", "WORKER_TRAIN_ARGS"]
+__all__ = ["SERVE_ARGS", "WORKER_DEFAULT_ARGS", "WORKER_TRAIN_ARGS", "Annotator", "ApiClient", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,18 +45,6 @@ def free_port() -> int:
 def al_loop_command(*args: str) -> list[str]:
     """``al-loop <args>`` with the interpreter running the tests (no PATH lookup)."""
     return [sys.executable, "-m", "annotator_bridge.cli", *args]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.1,
-               what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class RedisServer:
@@ -224,82 +216,6 @@ def al_loop_env(home: Path, broker_url: str, **extra: str) -> dict[str, str]:
     })
     env.update(extra)
     return env
-
-
-class ApiClient:
-    """Minimal JSON client for al-loop's HTTP API (``Authorization: Bearer <token>``)."""
-
-    def __init__(self, base_url: str, token: str | None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-
-    def request(self, method: str, path: str, body: object = None, timeout: float = 120,
-                headers: Mapping[str, str] | None = None) -> object:
-        import json
-
-        data = json.dumps(body).encode() if body is not None else None
-        hdrs = {"Content-Type": "application/json"}
-        if self.token:
-            hdrs["Authorization"] = f"Bearer {self.token}"
-        hdrs.update(headers or {})
-        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:2000]!r}") from None
-        return json.loads(raw) if raw else None
-
-    def get(self, path: str) -> object:
-        return self.request("GET", path)
-
-    def post(self, path: str, body: object = None, **kw: object) -> object:
-        return self.request("POST", path, body, **kw)  # type: ignore[arg-type]
-
-
-class Annotator:
-    """A script acting as a Label Studio annotator: ``/next/``, then an annotation from the gold labels.
-
-    ``gold`` maps al-loop item id -> ``Example`` with gold spans (NER) or labels; the task's
-    ``data["item_id"]`` says which one Label Studio served.
-    """
-
-    def __init__(self, gateway: object, ls_project_id: int, gold: Mapping[str, object],
-                 token: str | None = None) -> None:
-        self.gw = gateway
-        self.ls_project_id = ls_project_id
-        self.gold = gold
-        self.token = token
-        self.config = gateway.project_config(ls_project_id)  # type: ignore[attr-defined]
-        self.served: list[dict[str, object]] = []
-
-    def next(self) -> dict[str, object] | None:
-        task = self.gw.next_task(self.ls_project_id, token=self.token)  # type: ignore[attr-defined]
-        if task is not None:
-            self.served.append(task)
-        return task  # type: ignore[no-any-return]
-
-    def annotate(self, task: Mapping[str, object]) -> dict[str, object]:
-        from annotator_bridge.labelstudio.convert import prediction_result
-
-        data = task["data"]
-        assert isinstance(data, Mapping)
-        ex = self.gold[str(data["item_id"])]
-        predicted = ex.spans if ex.spans is not None else ex.labels  # type: ignore[attr-defined]
-        result = prediction_result(list(predicted or ()), self.config, text=str(data[self.config.text_key]))
-        return self.gw.create_annotation(int(task["id"]), result, token=self.token,  # type: ignore[attr-defined,no-any-return]
-                                         lead_time=1.0)
-
-    def label(self, n: int) -> list[dict[str, object]]:
-        """Label the next ``n`` tasks Label Studio serves; returns the served tasks in order."""
-        done = []
-        for _ in range(n):
-            task = self.next()
-            if task is None:
-                break
-            self.annotate(task)
-            done.append(task)
-        return done
 
 
 def prediction_scores(gateway: object, ls_project_id: int, model_version: str) -> dict[int, float]:
