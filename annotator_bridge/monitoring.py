@@ -94,6 +94,20 @@ def _num(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def format_duration(seconds: Any, *, sep: str = " ", missing: str = "-") -> str:
+    """Seconds -> ``850 ms``, ``12.3 s``, ``4 m 05 s``, ``2 h 03 m`` (``sep=""``: ``4m05s``, for terminals)."""
+    s = _num(seconds)
+    if s is None:
+        return missing
+    if s < 1:
+        return f"{s * 1000:.0f}{sep}ms"
+    if s < 60:
+        return f"{s:.1f}{sep}s"
+    if s < 3600:
+        return f"{int(s // 60)}{sep}m{sep}{int(s % 60):02d}{sep}s"
+    return f"{int(s // 3600)}{sep}h{sep}{int(s % 3600 // 60):02d}{sep}m"
+
+
 def _age(now: datetime, then: datetime | None) -> float | None:
     return round((now - then).total_seconds(), 1) if then is not None else None
 

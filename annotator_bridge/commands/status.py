@@ -127,16 +127,7 @@ def num(v: Any) -> str:
 
 
 def dur(v: Any) -> str:
-    if not _is_num(v):
-        return "-"
-    s = float(v)
-    if s < 1:
-        return f"{s * 1000:.0f}ms"
-    if s < 60:
-        return f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return monitoring.format_duration(v, sep="")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = (), indent: str = "  ") -> str:

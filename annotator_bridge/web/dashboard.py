@@ -85,16 +85,7 @@ class Fmt:
     @staticmethod
     def dur(v: Any) -> str:
         """Seconds -> '850 ms', '12.3 s', '4 m 05 s', '2 h 03 m'."""
-        if not _ok(v):
-            return "—"
-        s = float(v)
-        if s < 1:
-            return f"{s * 1000:.0f} ms"
-        if s < 60:
-            return f"{s:.1f} s"
-        if s < 3600:
-            return f"{int(s // 60)} m {int(s % 60):02d} s"
-        return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} m"
+        return monitoring.format_duration(v, missing="—")
 
     @staticmethod
     def when(iso: str | None) -> str:

@@ -343,3 +343,13 @@ def test_fragment_reports_an_active_round(live, client) -> None:
     frag = client.get(f"/dashboard/{live.project_id}/fragment")
     assert frag.headers["X-Dashboard-Active"] == "1"
     assert f'data-round-index="{rnd.index}"' in frag.get_data(as_text=True)
+
+
+def test_format_duration_shared_by_dashboard_and_cli() -> None:
+    from annotator_bridge.commands.status import dur
+    from annotator_bridge.monitoring import format_duration
+
+    assert [format_duration(v) for v in (0.85, 12.34, 245, 7380)] == ["850 ms", "12.3 s", "4 m 05 s", "2 h 03 m"]
+    assert [dur(v) for v in (0.85, 245, None)] == ["850ms", "4m05s", "-"]
+    assert format_duration(float("nan"), missing="—") == "—"
+    assert format_duration(True) == "-"
