@@ -219,6 +219,15 @@ def _mean_curve(points: Sequence[dict[str, Any]], strategy: str) -> tuple[np.nda
     return labels, mean, std
 
 
+def _mean_tokens(points: Sequence[dict[str, Any]], strategy: str) -> np.ndarray:
+    """Mean labelled tokens per round (the rounds of :func:`_mean_curve`); 0 where points carry none."""
+    by_round: dict[int, list[float]] = defaultdict(list)
+    for p in points:
+        if p["strategy"] == strategy and p["score"] is not None:
+            by_round[p["round"]].append(float(p.get("tokens") or 0))
+    return np.array([np.mean(by_round[r]) for r in sorted(by_round)], dtype=float)
+
+
 def curve_area(labels: np.ndarray, scores: np.ndarray) -> float:
     """Normalised area under the learning curve: the trapezoid mean of score over the label range."""
     if len(labels) == 0:
@@ -229,11 +238,18 @@ def curve_area(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def summarize(points: Sequence[dict[str, Any]], full_data: float | None = None) -> dict[str, Any]:
-    """Per strategy: AUC, final score, labels needed to reach random's final score (mean over repeats)."""
+    """Per strategy: AUC, final score, labels needed to reach random's final score (mean over repeats).
+
+    The first round whose mean score reaches random's final mean score gives ``labels_to_random_final``
+    and, when the points count tokens (NER), ``tokens_to_random_final``: sentence counts flatter a
+    strategy that picks long sentences, token counts do not.
+    """
     strategies = sorted({p["strategy"] for p in points})
     curves = {s: _mean_curve(points, s) for s in strategies}
+    tokens = {s: _mean_tokens(points, s) for s in strategies}
     random_final = curves["random"][1][-1] if "random" in curves and len(curves["random"][1]) else None
     random_labels = curves["random"][0][-1] if random_final is not None else None
+    random_tokens = tokens["random"][-1] if random_final is not None and len(tokens["random"]) else None
     out: dict[str, Any] = {}
     for s, (labels, mean, std) in curves.items():
         entry: dict[str, Any] = {
@@ -245,10 +261,17 @@ def summarize(points: Sequence[dict[str, Any]], full_data: float | None = None) 
                 {"labels": float(lb), "mean": float(m), "std": float(sd)} for lb, m, sd in zip(labels, mean, std)
             ],
         }
+        if len(tokens[s]) and tokens[s][-1] > 0:
+            entry["final_tokens"] = float(tokens[s][-1])
         if random_final is not None:
-            reach = next((float(lb) for lb, m in zip(labels, mean) if m >= random_final), None)
+            first = next((i for i, m in enumerate(mean) if m >= random_final), None)
+            reach = float(labels[first]) if first is not None else None
             entry["labels_to_random_final"] = reach
             entry["label_ratio_vs_random"] = (reach / random_labels) if reach is not None and random_labels else None
+            if random_tokens:  # NER: the same, counted in annotated tokens (words)
+                reach_t = float(tokens[s][first]) if first is not None else None
+                entry["tokens_to_random_final"] = reach_t
+                entry["token_ratio_vs_random"] = reach_t / random_tokens if reach_t is not None else None
         out[s] = entry
     if full_data is not None:
         out["_full_data_score"] = full_data

@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 from al_loop.config import TrainingConfig
-from al_loop.simulate import SimulationSpec, run_simulation, write_outputs
+from al_loop.simulate import SimulationSpec, run_simulation, summarize, write_outputs
 from al_loop.types import TaskKind
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,21 +64,47 @@ PRESETS: dict[str, SimulationSpec] = {
 
 
 def table(summary: dict, task: TaskKind) -> str:
-    metric = "F1" if task is TaskKind.NER else "accuracy"
-    rows = [
-        f"| strategy | AUC ({metric}, %) | final {metric} (%) | labels to reach random's final | vs random's labels |",
-        "|---|---|---|---|---|",
-    ]
-    for name, s in summary.items():
-        if name.startswith("_"):
-            continue
-        reach = s.get("labels_to_random_final")
-        ratio = s.get("label_ratio_vs_random")
-        rows.append(
-            f"| {name} | {100 * s['auc']:.1f} | {100 * s['final_score']:.1f} ± {100 * s['final_std']:.1f} | "
-            f"{'not reached' if reach is None else int(reach)} | {'-' if ratio is None else f'{100 * ratio:.0f}%'} |"
-        )
+    """The README table: one row per strategy, random first (it is the reference)."""
+    ner = task is TaskKind.NER
+    metric = "F1" if ner else "accuracy"
+    head = (f"| strategy | AUC ({metric}, %) | final {metric} (%) | labels to reach random's final "
+            "| vs random's labels |")
+    rule = "|---|---|---|---|---|"
+    if ner:
+        head += " tokens at the end | tokens to reach random's final | vs random's tokens |"
+        rule += "---|---|---|"
+    rows = [head, rule]
+    names = sorted((n for n in summary if not n.startswith("_")), key=lambda n: (n != "random", n))
+    for name in names:
+        s = summary[name]
+        row = f"| {name} | {100 * s['auc']:.1f} | {100 * s['final_score']:.1f} ± {100 * s['final_std']:.1f} | "
+        if name == "random":
+            row += f"{int(s['final_labels'])} (reference) | 100% |"
+        else:
+            row += f"{_count(s.get('labels_to_random_final'))} | {_pct(s.get('label_ratio_vs_random'))} |"
+        if ner:
+            row += f" {_count(s.get('final_tokens'))} | "
+            if name == "random":
+                row += f"{_count(s.get('final_tokens'))} (reference) | 100% |"
+            else:
+                row += f"{_count(s.get('tokens_to_random_final'))} | {_pct(s.get('token_ratio_vs_random'))} |"
+        rows.append(row)
     return "\n".join(rows)
+
+
+def _count(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:,.0f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def retable(results: Path) -> str:
+    """Recompute the summary and table of a finished run from its ``results.json`` points."""
+    data = json.loads(results.read_text())
+    summary = summarize(data["points"], data.get("full_data_score"))
+    return table(summary, TaskKind(data["spec"]["task"]))
 
 
 def _print_point(point: dict) -> None:
@@ -94,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", action="append", help="override the preset's strategies")
     parser.add_argument("--no-full-data", action="store_true", help="skip the full-data reference run")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--retable", action="store_true",
+                        help="do not run: print the table of the finished run in --out (its results.json)")
     args = parser.parse_args(argv)
+    if args.retable:
+        print(retable((args.out or REPO / "bench-results" / args.dataset) / "results.json"))
+        return 0
 
     spec = PRESETS[args.dataset]
     changes: dict = {}

@@ -81,10 +81,26 @@ def test_summary_metrics() -> None:
         for r, sc in enumerate(scores, start=1)
     ]
     summary = summarize(points, full_data=0.9)
+    assert "tokens_to_random_final" not in summary["al"]  # classification points carry no tokens
     assert summary["al"]["labels_to_random_final"] == 20.0
     assert summary["al"]["label_ratio_vs_random"] == pytest.approx(20 / 30)
     assert summary["al"]["auc"] > summary["random"]["auc"]
     assert summary["_full_data_score"] == 0.9
+
+
+def test_summary_counts_tokens_for_ner() -> None:
+    rows = {"random": ([0.2, 0.4, 0.6], [100, 200, 300]), "long": ([0.5, 0.6, 0.7], [250, 500, 750])}
+    points = [
+        {"strategy": s, "repeat": 0, "round": r, "labels": 10 * r, "tokens": tok[r - 1], "score": sc[r - 1],
+         "seconds": 1}
+        for s, (sc, tok) in rows.items()
+        for r in (1, 2, 3)
+    ]
+    summary = summarize(points)
+    assert summary["long"]["labels_to_random_final"] == 20.0  # 67% of random's sentences ...
+    assert summary["long"]["tokens_to_random_final"] == 500.0  # ... but 167% of its tokens
+    assert summary["long"]["token_ratio_vs_random"] == pytest.approx(500 / 300)
+    assert summary["random"]["final_tokens"] == 300.0
 
 
 def test_unknown_test_labels_and_bad_schedule_are_clear_errors(tmp_path: Path) -> None:
