@@ -154,7 +154,7 @@ def run_simulation(
                 for k in range(spec.rounds + 1):
                     bar.set_postfix_str(f"{strategy} repeat {repeat} round {k}")
                     rnd = service.create_round(project.id, trigger="simulate")
-                    outcome = service.run_round(rnd.id)
+                    outcome = service.run_round(rnd.id, select=k < spec.rounds)  # the last selection is unused
                     done = outcome.round
                     if done.status != RoundStatus.SUCCEEDED.value:
                         raise RuntimeError(f"simulation round failed: {done.error}")

@@ -149,8 +149,12 @@ class RoundService:
             return False
         return self.store.new_labels_since_last_round(project_id) >= every
 
-    def run_round(self, round_id: int) -> RoundOutcome:
+    def run_round(self, round_id: int, *, select: bool = True) -> RoundOutcome:
         """Run a round to the end. Idempotent: a final round is returned unchanged (``ran=False``).
+
+        ``select=False`` trains, evaluates and publishes but neither scores the pool nor selects a
+        batch (the last round of a simulation, whose selection nobody would label); a round without
+        labels (cold start) always selects.
 
         Raises ConflictError when another live worker owns the round. A user-caused error
         (AlLoopError) marks the round failed and is returned in ``round.error``; anything
@@ -162,7 +166,7 @@ class RoundService:
         project = self.store.get_project(claimed.project_id)
         log.info("round start", extra={"project": project.id, "round": claimed.index})
         try:
-            done = self._run(project, claimed)
+            done = self._run(project, claimed, select=select)
         except AlLoopError as exc:
             log.warning("round %s of project %s failed: %s", claimed.index, project.id, exc)
             failed = self.store.update_round(round_id, status=RoundStatus.FAILED, error=str(exc), phase="done")
@@ -175,7 +179,7 @@ class RoundService:
             raise
         return RoundOutcome(done, ran=True)
 
-    def _run(self, project: Project, rnd: Round) -> Round:
+    def _run(self, project: Project, rnd: Round, *, select: bool = True) -> Round:
         schema = project.schema
         loop = project.loop
         training = project.training
@@ -194,6 +198,8 @@ class RoundService:
         if loop.max_pool_scored and len(pool_ids) > loop.max_pool_scored:
             keep = np.sort(rng.choice(len(pool_ids), size=loop.max_pool_scored, replace=False))
             pool_ids = [pool_ids[i] for i in keep]
+        if not select and labelled:
+            pool_ids = []
         pool_items = self.store.get_items(project.id, pool_ids)
         n_tokens = sum(len(ex.text.split()) for ex in labelled)
         if schema.task is TaskKind.NER:

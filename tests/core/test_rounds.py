@@ -87,6 +87,17 @@ def test_selected_items_are_least_confident_first(setup) -> None:
     assert max_conf_selected <= min(s.prediction["confidence"] for s in others) + 1e-9
 
 
+def test_round_without_selection_trains_and_publishes_but_scores_nothing(setup) -> None:
+    store, p, service, gold = setup
+    r0 = service.run_round(service.create_round(p.id).id, select=False).round
+    assert len(store.get_scores(r0.id, selected_only=True)) == 6  # a cold start always selects
+    _label_selected(store, p.id, r0.id, gold)
+    done = service.run_round(service.create_round(p.id).id, select=False).round
+    assert done.status == "succeeded", done.error
+    assert done.model_version_id is not None and done.metrics["eval_set"] == "test (12)"
+    assert store.get_scores(done.id) == [] and "score" not in done.timings
+
+
 def test_rounds_are_deterministic(tmp_path) -> None:
     picks = []
     for k in range(2):
