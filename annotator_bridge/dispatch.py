@@ -1,9 +1,10 @@
 """Dispatchers: how the web process and the loop hand work to whatever runs it.
 
-A dispatcher takes ids (and a webhook payload) and makes the matching ``LoopService`` method
-run somewhere: ``InlineDispatcher`` runs it now, in the caller's thread (unit tests, the
-simulated server); ``ThreadDispatcher`` runs another dispatcher's calls in order on one
-background thread (a single-process server without workers); the Celery dispatcher
+A dispatcher takes ids (and a webhook payload) and makes the matching ``LoopWork`` method
+(``annotator_bridge.loop.LoopService`` implements them) run somewhere: ``InlineDispatcher``
+runs it now, in the caller's thread (unit tests, the simulated server); ``ThreadDispatcher``
+runs another dispatcher's calls in order on one background thread (a single-process server
+without workers); the Celery dispatcher
 (``annotator_bridge.worker``) sends tasks to the ``default`` / ``train`` queues.
 """
 
@@ -12,13 +13,22 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
-
-if TYPE_CHECKING:
-    from annotator_bridge.loop import LoopService
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
+
+
+class LoopWork(Protocol):
+    """The loop methods a dispatcher runs (``LoopService`` has them; this module does not import it)."""
+
+    def handle_event(self, project_id: int, payload: Mapping[str, Any]) -> Any: ...
+
+    def execute_round(self, round_id: int) -> Any: ...
+
+    def push_round(self, round_id: int) -> Any: ...
+
+    def reconcile(self, project_id: int) -> Any: ...
 
 
 @runtime_checkable
@@ -39,23 +49,23 @@ class Dispatcher(Protocol):
 
 
 class InlineDispatcher:
-    """Runs each call synchronously through ``loop`` (exceptions reach the caller).
+    """Runs each call synchronously through ``loop`` (a ``LoopWork``; exceptions reach the caller).
 
     ``loop`` may be bound later with ``bind`` (``LoopService`` binds itself when it is
     given an unbound inline dispatcher). ``calls`` records what was dispatched, in order.
     """
 
-    def __init__(self, loop: LoopService | None = None) -> None:
+    def __init__(self, loop: LoopWork | None = None) -> None:
         self.loop = loop
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
-    def bind(self, loop: LoopService) -> InlineDispatcher:
+    def bind(self, loop: LoopWork) -> InlineDispatcher:
         self.loop = loop
         return self
 
-    def _loop(self) -> LoopService:
+    def _loop(self) -> LoopWork:
         if self.loop is None:
-            raise RuntimeError("InlineDispatcher is not bound to a LoopService")
+            raise RuntimeError("InlineDispatcher is not bound to a loop")
         return self.loop
 
     def ingest_event(self, project_id: int, payload: dict[str, Any]) -> None:

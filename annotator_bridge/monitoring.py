@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from al_loop.errors import NotFoundError
-from al_loop.rounds.states import RoundStatus, VersionStatus
+from al_loop.states import RoundStatus, VersionStatus
 from al_loop.store.records import ModelVersion, Project, Round
 from al_loop.store.repository import Store
 from al_loop.types import TaskKind
@@ -146,13 +146,13 @@ def rounds_table(store: Store, project_id: int, *, now: datetime | None = None,
     rows: list[dict[str, Any]] = []
     previous: float | None = None
     for r in store.list_rounds(project_id):
-        score = round_score(r) if r.status == RoundStatus.SUCCEEDED.value else None
+        score = round_score(r) if r.status is RoundStatus.SUCCEEDED else None
         delta = score - previous if (score is not None and previous is not None) else None
         t = r.timings
         raw_push = r.report.get("push")
         push: dict[str, Any] = raw_push if isinstance(raw_push, dict) else {}
         score_s = [v for v in (_num(t.get("score")), _num(t.get("select"))) if v is not None]
-        running = r.status == RoundStatus.RUNNING.value
+        running = r.status is RoundStatus.RUNNING
         if running and r.started_at is not None:
             elapsed = _age(now, r.started_at)
         elif r.started_at is not None and r.finished_at is not None:
@@ -240,7 +240,7 @@ def learning_curve(store: Store, project_id: int) -> dict[str, Any]:
     live = [
         {"round": r.index, "labels": r.n_labels, "tokens": r.n_tokens, "score": round_score(r)}
         for r in store.list_rounds(project_id)
-        if r.status == RoundStatus.SUCCEEDED.value and round_score(r) is not None and r.n_labels is not None
+        if r.status is RoundStatus.SUCCEEDED and round_score(r) is not None and r.n_labels is not None
     ]
     sims = store.list_simulations(project_id)
     simulation = None
@@ -260,7 +260,7 @@ def _current_and_previous(versions: Sequence[ModelVersion]) -> tuple[ModelVersio
     """Current = the promoted version (else the newest); previous = the version created just before it."""
     if not versions:
         return None, None
-    current = next((v for v in versions if v.status == VersionStatus.PROMOTED.value), versions[-1])
+    current = next((v for v in versions if v.status is VersionStatus.PROMOTED), versions[-1])
     earlier = [v for v in versions if v.id < current.id]
     return current, (earlier[-1] if earlier else None)
 
@@ -278,7 +278,7 @@ def versions_table(store: Store, project_id: int) -> list[dict[str, Any]]:
                 "id": v.id,
                 "name": v.name,
                 "status": v.status,
-                "promoted": v.status == VersionStatus.PROMOTED.value,
+                "promoted": v.status is VersionStatus.PROMOTED,
                 "round_id": v.round_id,
                 "round_index": index_of.get(v.round_id) if v.round_id is not None else None,
                 "score": score,
@@ -496,7 +496,7 @@ def liveness(store: Store, project_id: int | None, probe: QueueProbe | None = No
     if project_id is not None:
         active = store.active_round(project_id)
         if active is not None:
-            age = _age(now, active.heartbeat_at) if active.status == RoundStatus.RUNNING.value else None
+            age = _age(now, active.heartbeat_at) if active.status is RoundStatus.RUNNING else None
             out["active_round"] = {
                 "id": active.id,
                 "index": active.index,
@@ -507,7 +507,7 @@ def liveness(store: Store, project_id: int | None, probe: QueueProbe | None = No
                 "heartbeat_age_s": age,
                 "stale": age is not None and age > stale_after.total_seconds(),
                 "attempts": active.attempts,
-                "waiting_s": _age(now, active.created_at) if active.status == RoundStatus.PENDING.value else None,
+                "waiting_s": _age(now, active.created_at) if active.status is RoundStatus.PENDING else None,
             }
     return out
 
@@ -529,6 +529,7 @@ def project_summary(store: Store, project: Project | int, *, now: datetime | Non
     promoted = store.promoted_version(project.id)
     dist = labels if labels is not None else label_distribution(store, project.id)
     last = rounds[-1] if rounds else None
+    link = store.get_link(project.id)
     return {
         "id": project.id,
         "name": project.name,
@@ -538,7 +539,7 @@ def project_summary(store: Store, project: Project | int, *, now: datetime | Non
         "strategy": project.loop_config.get("strategy"),
         "rounds": len(rounds),
         "last_round": last,
-        "active": bool(last and last["status"] in (RoundStatus.PENDING.value, RoundStatus.RUNNING.value)),
+        "active": bool(last and RoundStatus(last["status"]).is_active),
         "labelled": dist["labelled"],
         "skipped": dist["skipped"],
         "tokens": dist["tokens"],
@@ -548,7 +549,7 @@ def project_summary(store: Store, project: Project | int, *, now: datetime | Non
         "delta": scored[-1]["delta"] if scored else None,
         "promoted": promoted.name if promoted else None,
         "promoted_score": _num(promoted.metrics.get("score")) if promoted else None,
-        "label_studio_project": project.integration.get("ls_project_id"),
+        "label_studio_project": link.ls_project_id if link is not None else None,
     }
 
 
@@ -581,6 +582,49 @@ def project_snapshot(store: Store, project_id: int, probe: QueueProbe | None = N
         "versions": versions_table(store, project_id),
         "liveness": liveness(store, project_id, probe, now=now, stale_after=stale_after),
     }
+
+
+def project_status(store: Store, project_id: int) -> dict[str, Any]:
+    """Everything an operator asks first (``GET /api/projects/<id>/status``): queue state, label
+    counts, current version, active round, the Label Studio link and the rejected annotations."""
+    project = store.get_project(project_id)
+    link = store.get_link(project_id)
+    rounds = store.list_rounds(project_id)
+    active = next((r for r in rounds if r.status.is_active), None)
+    promoted = store.promoted_version(project_id)
+    pushes = [{"round": r.index, "round_id": r.id, "push_status": r.push_status,
+               "error": (r.report.get("push") or {}).get("error")}
+              for r in rounds if r.push_status.is_outstanding]
+    out: dict[str, Any] = {
+        "project": {"id": project.id, "name": project.name, "task": project.task.value,
+                    "labels": list(project.labels), "multi_label": project.multi_label,
+                    "base_model": project.base_model},
+        "loop": project.loop_config,
+        "items": {"pool": store.count_items(project_id, "pool"), "test": store.count_items(project_id, "test"),
+                  "unlabelled": len(store.unlabelled_item_ids(project_id))},
+        "labels": store.label_stats(project_id),
+        "new_labels_since_last_round": store.new_labels_since_last_round(project_id),
+        "retrain_every": project.loop.retrain_every,
+        "current_version": promoted.to_dict() if promoted else None,
+        "active_round": active.to_dict() if active else None,
+        "last_round": rounds[-1].to_dict() if rounds else None,
+        "rounds": len(rounds),
+        "queue": {
+            "round": {"index": active.index, "status": active.status, "phase": active.phase,
+                      "progress": active.progress} if active else None,
+            "pushes_outstanding": pushes,
+            "needs_reconcile": bool(link and link.needs_reconcile),
+            "last_reconcile": link.last_reconcile if link else None,
+        },
+        "label_studio": None,
+        "rejected": [r.to_dict() for r in store.rejected_annotations(project_id, limit=20)],
+        "rejected_total": store.count_rejected(project_id),
+    }
+    if link is not None:
+        out["label_studio"] = {"project_id": link.ls_project_id, "url": link.url, "model_version": link.model_version,
+                               "attached": link.attached, "ml_backend": link.ml_backend,
+                               "config_warning": link.config_warning}
+    return out
 
 
 def round_report(store: Store, project_id: int, round_id: int) -> dict[str, Any]:
@@ -641,6 +685,7 @@ __all__ = [
     "per_label_comparison",
     "probe_queues",
     "project_snapshot",
+    "project_status",
     "project_summary",
     "round_report",
     "round_score",

@@ -377,11 +377,12 @@ class LocalStack:
         """Re-dispatch unfinished rounds and pending pushes (duplicates are no-ops)."""
         from al_loop.store import Store
         from annotator_bridge.settings import Settings
+        from annotator_bridge.worker.celery_app import make_celery
         from annotator_bridge.worker.dispatcher import CeleryDispatcher
 
         settings = Settings.from_env(self.env)
         store = Store(settings.database_url)
-        dispatcher = CeleryDispatcher.from_settings(settings)
+        dispatcher = CeleryDispatcher(make_celery(settings))
         try:
             for project in store.list_projects():
                 active = store.active_round(project.id)
@@ -389,7 +390,7 @@ class LocalStack:
                     dispatcher.run_round(project.id, active.id)
                     self._say(f"  project {project.id}: round {active.index} was unfinished; queued again")
                 last = store.last_succeeded_round(project.id)
-                if last is not None and last.push_status in ("pending", "failed"):
+                if last is not None and last.push_status.is_outstanding:
                     dispatcher.push_round(last.id)
                     self._say(f"  project {project.id}: round {last.index} predictions not in Label Studio; "
                               "push queued again")

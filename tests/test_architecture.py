@@ -72,3 +72,150 @@ def test_no_pickle_anywhere() -> None:
             bad = {i for i in _imports(path) if _top(i) in {"pickle", "dill", "joblib", "cloudpickle"}}
             assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
             assert "torch.save(" not in path.read_text(), f"{path} uses torch.save (pickle); use safetensors"
+
+
+# ------------------------------------------------------------------------------ import graph
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for pkg in ("al_loop", "annotator_bridge") for p in _files(pkg)}
+
+
+def _resolve(name: str) -> str | None:
+    """The project module an import names: itself, else its nearest enclosing package (None if not ours)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _edges(module: str) -> set[str]:
+    """Every project module ``module`` imports, anywhere in the file (also lazily, also under TYPE_CHECKING).
+
+    ``from pkg import sub`` counts as an import of ``pkg.sub`` when that is a module.
+    """
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        for name in names:
+            target = _resolve(name)
+            if target is not None and target != module:
+                out.add(target)
+    return out
+
+
+GRAPH = {m: _edges(m) for m in MODULES}
+
+
+def _cycles() -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(GRAPH[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert _cycles() == []
+
+
+LAYERS: list[tuple[str, ...]] = [
+    # lowest first; a module may import its own layer and the layers below it, never one above
+    ("al_loop", "al_loop.types", "al_loop.errors"),
+    ("al_loop.config", "al_loop.states"),
+    ("al_loop.data",),
+    ("al_loop.store", "al_loop.strategies", "al_loop.training"),
+    ("al_loop.models",),
+    ("al_loop.rounds",),
+    ("al_loop.simulate",),
+    ("annotator_bridge", "annotator_bridge.settings", "annotator_bridge.client"),
+    ("annotator_bridge.labelstudio", "annotator_bridge.dispatch"),
+    ("annotator_bridge.loop", "annotator_bridge.monitoring"),
+    ("annotator_bridge.worker", "annotator_bridge.web"),
+    ("annotator_bridge.stack", "annotator_bridge.commands"),
+    ("annotator_bridge.cli",),
+]
+
+
+def _layer(module: str) -> int:
+    best, level = -1, -1
+    for i, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, level = len(prefix), i
+    assert level >= 0, f"{module} is in no layer of tests/test_architecture.py"
+    return level
+
+
+def test_imports_only_run_down_the_layers() -> None:
+    upward = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() for t in targets if _layer(t) > _layer(m))
+    assert upward == []
+
+
+def test_the_store_does_not_import_rounds() -> None:
+    store = {m for m in GRAPH if m == "al_loop.store" or m.startswith("al_loop.store.")}
+    assert store, "no store modules found"
+    bad = sorted(f"{m} -> {t}" for m in store for t in GRAPH[m] if t.startswith("al_loop.rounds"))
+    assert bad == []
+
+
+@pytest.mark.parametrize("package", ["annotator_bridge/loop"])
+def test_loop_services_are_small(package: str) -> None:
+    for path in _files(package):
+        lines = path.read_text().count("\n")
+        assert lines <= 400, f"{path.relative_to(REPO)} has {lines} lines"
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                assert size <= 250, f"{path.relative_to(REPO)}: class {node.name} has {size} lines"
+
+
+def test_the_graph_sees_lazy_and_type_checking_imports() -> None:
+    """The checker itself: an import inside a function or under TYPE_CHECKING is an edge too."""
+    assert "annotator_bridge.worker.probe" in GRAPH["annotator_bridge.commands.status"]  # imported in a function
+    assert "al_loop.states" in GRAPH["al_loop.store.repository"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from al_loop.config import LoopConfig, TrainingConfig, config_from_dict
 from al_loop.data.schema import LabelSchema
+from al_loop.states import PushStatus, RoundPhase, RoundStatus, VersionStatus
 from al_loop.types import Example, ItemId, Span, TaskKind
 
 
@@ -33,7 +34,6 @@ class Project:
     base_model: str
     loop_config: dict[str, Any]
     training_config: dict[str, Any]
-    integration: dict[str, Any]
     created_at: datetime
 
     @property
@@ -74,8 +74,8 @@ class Round:
     id: int
     project_id: int
     index: int
-    status: str
-    phase: str
+    status: RoundStatus
+    phase: RoundPhase
     progress: float
     trigger: str
     strategy: str
@@ -88,7 +88,7 @@ class Round:
     metrics: dict[str, Any]
     timings: dict[str, Any]
     report: dict[str, Any]
-    push_status: str
+    push_status: PushStatus
     error: str | None
     owner: str | None
     attempts: int
@@ -116,7 +116,7 @@ class ModelVersion:
     metrics: dict[str, Any]
     train_report: dict[str, Any]
     artifact_path: str
-    status: str
+    status: VersionStatus
     created_at: datetime
     promoted_at: datetime | None
 
@@ -124,6 +124,68 @@ class ModelVersion:
         out = _jsonable(self)
         out["labels"] = list(self.labels)
         return out
+
+
+@dataclass(frozen=True)
+class LabelStudioLink:
+    """How a project is tied to its Label Studio project (table ``label_studio_links``; one per project at most).
+
+    ``ls_project_id`` is Label Studio's project id; ``label_config`` the config XML al-loop drives
+    (tag names come from it); ``attached`` = the Label Studio project existed before al-loop;
+    ``model_version`` = the version tag whose predictions Label Studio serves now; ``ml_backend_*``
+    = the ML-backend connection (status ``connected``, ``failed`` or ``not configured``);
+    ``needs_reconcile`` / ``last_reconcile`` = the reconcile state; ``config_warning`` = why the
+    Label Studio label config no longer matches the project's labels.
+    """
+
+    project_id: int
+    ls_project_id: int
+    url: str | None
+    label_config: str | None
+    attached: bool
+    model_version: str | None
+    ml_backend_status: str | None
+    ml_backend_url: str | None
+    ml_backend_id: int | None
+    ml_backend_error: str | None
+    needs_reconcile: bool
+    last_reconcile: dict[str, Any] | None
+    config_warning: str | None
+
+    @property
+    def ml_backend(self) -> dict[str, Any] | None:
+        """The connection as the API shows it: ``{"status", "url", "id"|"error"}`` (None before any attempt)."""
+        if self.ml_backend_status is None:
+            return None
+        out: dict[str, Any] = {"status": self.ml_backend_status}
+        if self.ml_backend_status == "connected":
+            out.update(url=self.ml_backend_url, id=self.ml_backend_id)
+        elif self.ml_backend_status == "failed":
+            out.update(url=self.ml_backend_url, error=self.ml_backend_error)
+        return out
+
+
+LINK_FIELDS = frozenset({
+    "url", "label_config", "attached", "model_version", "ml_backend_status", "ml_backend_url", "ml_backend_id",
+    "ml_backend_error", "needs_reconcile", "last_reconcile", "config_warning",
+})
+"""The ``LabelStudioLink`` fields ``Store.update_link`` may set."""
+
+
+@dataclass(frozen=True)
+class RejectedAnnotation:
+    """An annotation al-loop refused (label outside the schema, bad span, ...): kept for the project's status."""
+
+    annotation_id: int
+    task_id: int | None
+    item_id: str | None
+    updated_at: str | None
+    type: str
+    error: str
+    at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
 
 
 @dataclass(frozen=True)

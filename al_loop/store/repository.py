@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, insert, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -23,18 +24,25 @@ from al_loop.config import LoopConfig, TrainingConfig, config_to_dict
 from al_loop.data.align import words_of
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConflictError, NotFoundError
-from al_loop.rounds.states import (
+from al_loop.states import (
+    ACTIVE_ROUND_STATUSES,
+    PushStatus,
+    RoundPhase,
     RoundStatus,
     VersionStatus,
+    check_push_transition,
     check_round_transition,
     check_version_transition,
 )
 from al_loop.store.records import (
+    LINK_FIELDS,
     ImportReport,
     Item,
     LabelRecord,
+    LabelStudioLink,
     ModelVersion,
     Project,
+    RejectedAnnotation,
     Round,
     ScoredItem,
     example_from_payload,
@@ -44,8 +52,10 @@ from al_loop.store.tables import (
     Base,
     ItemRow,
     LabelRow,
+    LabelStudioLinkRow,
     ModelVersionRow,
     ProjectRow,
+    RejectedAnnotationRow,
     RoundRow,
     ScoreRow,
     SimulationRow,
@@ -97,6 +107,7 @@ class Store:
         self.url = url
         self.engine = _make_engine(url)
         Base.metadata.create_all(self.engine)
+        _migrate_integration_column(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.clock = clock
 
@@ -116,13 +127,24 @@ class Store:
         base_model: str = "default",
         loop: LoopConfig | None = None,
         training: TrainingConfig | None = None,
-        integration: dict[str, Any] | None = None,
+        *,
+        ls_project_id: int | None = None,
+        link: dict[str, Any] | None = None,
     ) -> Project:
+        """A new project; with ``ls_project_id`` also its Label Studio link (``link``: more link fields).
+
+        ConflictError for a taken name or a Label Studio project another project is linked to.
+        """
         loop = loop or LoopConfig()
         training = training or TrainingConfig()
         with self.session() as s:
             if s.scalar(select(ProjectRow.id).where(ProjectRow.name == name)) is not None:
                 raise ConflictError(f"a project named {name!r} already exists")
+            if ls_project_id is not None:
+                other = s.scalar(select(LabelStudioLinkRow.project_id)
+                                 .where(LabelStudioLinkRow.ls_project_id == ls_project_id))
+                if other is not None:
+                    raise ConflictError(f"Label Studio project {ls_project_id} is already linked to project {other}")
             row = ProjectRow(
                 name=name,
                 task=schema.task.value,
@@ -131,11 +153,13 @@ class Store:
                 base_model=base_model,
                 loop_config=config_to_dict(loop),
                 training_config=config_to_dict(training),
-                integration=dict(integration or {}),
                 created_at=self.clock(),
             )
             s.add(row)
             s.flush()
+            if ls_project_id is not None:
+                s.add(LabelStudioLinkRow(project_id=row.id, ls_project_id=int(ls_project_id),
+                                         **_link_fields(link or {})))
             return _project(row)
 
     def get_project(self, project_id: int) -> Project:
@@ -146,26 +170,16 @@ class Store:
         with self.session() as s:
             return [_project(r) for r in s.scalars(select(ProjectRow).order_by(ProjectRow.id))]
 
-    def find_project(self, key: str, value: Any) -> Project | None:
-        """The project whose ``integration[key] == value`` (e.g. the Label Studio project id)."""
-        for p in self.list_projects():
-            if p.integration.get(key) == value:
-                return p
-        return None
-
     def update_project(
         self,
         project_id: int,
         *,
-        integration: dict[str, Any] | None = None,
         loop: LoopConfig | None = None,
         training: TrainingConfig | None = None,
     ) -> Project:
-        """Merge ``integration`` keys; replace loop/training configs when given."""
+        """Replace the loop/training configs that are given."""
         with self.session() as s:
             row = self._project_row(s, project_id, lock=True)
-            if integration:
-                row.integration = {**row.integration, **integration}
             if loop is not None:
                 row.loop_config = config_to_dict(loop)
             if training is not None:
@@ -181,6 +195,80 @@ class Store:
         if row is None:
             raise NotFoundError(f"project {project_id} not found")
         return row
+
+    # ------------------------------------------------------- Label Studio links
+    def get_link(self, project_id: int) -> LabelStudioLink | None:
+        """The project's Label Studio link, or None for a project without Label Studio."""
+        with self.session() as s:
+            row = s.get(LabelStudioLinkRow, project_id)
+            return _link(row) if row is not None else None
+
+    def find_link(self, ls_project_id: int) -> LabelStudioLink | None:
+        """The link of Label Studio project ``ls_project_id``, if an al-loop project has it."""
+        with self.session() as s:
+            row = s.scalar(select(LabelStudioLinkRow).where(LabelStudioLinkRow.ls_project_id == int(ls_project_id)))
+            return _link(row) if row is not None else None
+
+    def update_link(self, project_id: int, **fields: Any) -> LabelStudioLink:
+        """Set link fields (names from ``records.LINK_FIELDS``); NotFoundError when the project has no link."""
+        values = _link_fields(fields)
+        with self.session() as s:
+            row = s.get(LabelStudioLinkRow, project_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"project {project_id} has no Label Studio project")
+            for key, value in values.items():
+                setattr(row, key, value)
+            s.flush()
+            return _link(row)
+
+    # ------------------------------------------------------ rejected annotations
+    def reject_annotation(
+        self,
+        project_id: int,
+        *,
+        annotation_id: int,
+        task_id: int | None,
+        item_id: str | None,
+        updated_at: str | None,
+        error_type: str,
+        error: str,
+    ) -> bool:
+        """Record that one version of an annotation was refused: one row, one transaction.
+
+        Returns False when that version (annotation id + ``updated_at``) was recorded before
+        (a redelivered event). Concurrent calls never lose a row: each is its own insert.
+        """
+        try:
+            with self.session() as s:
+                self._project_row(s, project_id)
+                key = updated_at or ""
+                exists = s.scalar(select(RejectedAnnotationRow.id).where(
+                    RejectedAnnotationRow.project_id == project_id,
+                    RejectedAnnotationRow.annotation_id == int(annotation_id),
+                    RejectedAnnotationRow.updated_at == key,
+                ))
+                if exists is not None:
+                    return False
+                s.add(RejectedAnnotationRow(project_id=project_id, annotation_id=int(annotation_id), task_id=task_id,
+                                            item_id=item_id, updated_at=key, type=error_type[:100],
+                                            error=error[:500], at=self.clock()))
+        except IntegrityError:  # the same version, inserted by a concurrent transaction (PostgreSQL)
+            return False
+        return True
+
+    def rejected_annotations(self, project_id: int, limit: int | None = 20) -> list[RejectedAnnotation]:
+        """The newest ``limit`` refused annotations, oldest first."""
+        with self.session() as s:
+            stmt = (select(RejectedAnnotationRow).where(RejectedAnnotationRow.project_id == project_id)
+                    .order_by(RejectedAnnotationRow.id.desc()))
+            if limit is not None:
+                stmt = stmt.limit(limit)
+            return [_rejected(r) for r in reversed(list(s.scalars(stmt)))]
+
+    def count_rejected(self, project_id: int) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(RejectedAnnotationRow)
+                                .where(RejectedAnnotationRow.project_id == project_id)) or 0)
 
     # --------------------------------------------------------------------- items
     def add_items(self, project_id: int, examples: Iterable[Example], split: str = "pool") -> ImportReport:
@@ -433,6 +521,23 @@ class Store:
                 stmt = stmt.where(LabelRow.received_at >= since)
             return [_label(r) for r in s.scalars(stmt.order_by(LabelRow.received_at, LabelRow.id))]
 
+    def label_counts(self) -> dict[int, dict[str, Any]]:
+        """Per project: ``{"by_source": {source: annotations received}, "labelled": items with a live label}``."""
+        out: dict[int, dict[str, Any]] = {}
+        with self.session() as s:
+            for pid, source, n in s.execute(
+                select(LabelRow.project_id, LabelRow.source, func.count()).group_by(LabelRow.project_id,
+                                                                                    LabelRow.source)
+            ):
+                out.setdefault(int(pid), {"by_source": {}, "labelled": 0})["by_source"][str(source)] = int(n)
+            for pid, n in s.execute(
+                select(LabelRow.project_id, func.count(func.distinct(LabelRow.item_id)))
+                .where(LabelRow.deleted.is_(False), LabelRow.skipped.is_(False))
+                .group_by(LabelRow.project_id)
+            ):
+                out.setdefault(int(pid), {"by_source": {}, "labelled": 0})["labelled"] = int(n)
+        return out
+
     def new_labels_since_last_round(self, project_id: int) -> int:
         """Live, non-skipped annotations received after the newest round was created."""
         with self.session() as s:
@@ -454,7 +559,7 @@ class Store:
             active = s.scalar(
                 select(RoundRow).where(
                     RoundRow.project_id == project_id,
-                    RoundRow.status.in_([RoundStatus.PENDING.value, RoundStatus.RUNNING.value]),
+                    RoundRow.status.in_([st.value for st in ACTIVE_ROUND_STATUSES]),
                 )
             )
             if active is not None:
@@ -464,7 +569,7 @@ class Store:
                 project_id=project_id,
                 index=0 if index is None else index + 1,
                 status=RoundStatus.PENDING.value,
-                phase="queued",
+                phase=RoundPhase.QUEUED.value,
                 progress=0.0,
                 trigger=trigger,
                 strategy=strategy,
@@ -473,7 +578,7 @@ class Store:
                 metrics={},
                 timings={},
                 report={},
-                push_status="none",
+                push_status=PushStatus.NONE.value,
                 attempts=0,
                 created_at=self.clock(),
             )
@@ -495,7 +600,7 @@ class Store:
             row = s.scalar(
                 select(RoundRow).where(
                     RoundRow.project_id == project_id,
-                    RoundRow.status.in_([RoundStatus.PENDING.value, RoundStatus.RUNNING.value]),
+                    RoundRow.status.in_([st.value for st in ACTIVE_ROUND_STATUSES]),
                 )
             )
             return _round(row) if row is not None else None
@@ -534,14 +639,23 @@ class Store:
             return _round(row)
 
     def update_round(self, round_id: int, **fields: Any) -> Round:
-        """Set progress fields (phase, progress, n_labels, timings, ...) and refresh the heartbeat."""
+        """Set progress fields (phase, progress, n_labels, timings, ...) and refresh the heartbeat.
+
+        ``status`` and ``push_status`` changes are checked against ``al_loop.states``
+        (InvalidTransitionError); ``phase`` must be a ``RoundPhase``.
+        """
         status = fields.pop("status", None)
+        push_status = fields.pop("push_status", None)
+        if "phase" in fields:
+            fields["phase"] = RoundPhase(fields["phase"]).value
         with self.session() as s:
             row = self._round_row(s, round_id)
             if status is not None:
                 row.status = check_round_transition(row.status, status).value
                 if RoundStatus(row.status).is_final:
                     row.finished_at = self.clock()
+            if push_status is not None:
+                row.push_status = check_push_transition(row.push_status, push_status).value
             for key, value in fields.items():
                 if not hasattr(RoundRow, key):
                     raise AttributeError(f"rounds have no field {key}")
@@ -654,7 +768,7 @@ class Store:
                     ModelVersionRow.project_id == project_id, ModelVersionRow.status == VersionStatus.PROMOTED.value
                 )
             ):
-                row.status = VersionStatus.ARCHIVED.value
+                row.status = check_version_transition(row.status, VersionStatus.ARCHIVED).value
             target.status = VersionStatus.PROMOTED.value
             target.promoted_at = now
             s.flush()
@@ -684,23 +798,18 @@ class Store:
             )
             if previous is None:
                 raise ConflictError("no earlier promoted model version to roll back to")
-            current.status = VersionStatus.ARCHIVED.value
+            current.status = check_version_transition(current.status, VersionStatus.ARCHIVED).value
             current.promoted_at = None
-            previous.status = VersionStatus.PROMOTED.value
+            previous.status = check_version_transition(previous.status, VersionStatus.PROMOTED).value
             s.flush()
             return _version(previous)
 
-    def archive_version(self, version_id: int) -> ModelVersion:
-        with self.session() as s:
-            row = s.get(ModelVersionRow, version_id)
-            if row is None:
-                raise NotFoundError(f"model version {version_id} not found")
-            row.status = check_version_transition(row.status, VersionStatus.ARCHIVED).value
-            return _version(row)
-
     # --------------------------------------------------------------- simulations
     def add_simulation(self, project_id: int | None, name: str, points: list[dict[str, Any]]) -> int:
+        """Keep a simulation's points (``al_loop.simulate`` format) for the project's learning-curve overlay."""
         with self.session() as s:
+            if project_id is not None:
+                self._project_row(s, project_id)
             row = SimulationRow(project_id=project_id, name=name, points=points, created_at=self.clock())
             s.add(row)
             s.flush()
@@ -728,7 +837,6 @@ def _project(r: ProjectRow) -> Project:
         base_model=r.base_model,
         loop_config=dict(r.loop_config or {}),
         training_config=dict(r.training_config or {}),
-        integration=dict(r.integration or {}),
         created_at=r.created_at,
     )
 
@@ -742,8 +850,8 @@ def _round(r: RoundRow) -> Round:
         id=r.id,
         project_id=r.project_id,
         index=r.index,
-        status=r.status,
-        phase=r.phase,
+        status=RoundStatus(r.status),
+        phase=RoundPhase(r.phase),
         progress=r.progress,
         trigger=r.trigger,
         strategy=r.strategy,
@@ -756,7 +864,7 @@ def _round(r: RoundRow) -> Round:
         metrics=dict(r.metrics or {}),
         timings=dict(r.timings or {}),
         report=dict(r.report or {}),
-        push_status=r.push_status,
+        push_status=PushStatus(r.push_status),
         error=r.error,
         owner=r.owner,
         attempts=r.attempts,
@@ -779,7 +887,7 @@ def _version(r: ModelVersionRow) -> ModelVersion:
         metrics=dict(r.metrics or {}),
         train_report=dict(r.train_report or {}),
         artifact_path=r.artifact_path,
-        status=r.status,
+        status=VersionStatus(r.status),
         created_at=r.created_at,
         promoted_at=r.promoted_at,
     )
@@ -797,3 +905,60 @@ def _label(r: LabelRow) -> LabelRecord:
         skipped=r.skipped,
         deleted=r.deleted,
     )
+
+
+def _link(r: LabelStudioLinkRow) -> LabelStudioLink:
+    return LabelStudioLink(
+        project_id=r.project_id,
+        ls_project_id=r.ls_project_id,
+        url=r.url,
+        label_config=r.label_config,
+        attached=bool(r.attached),
+        model_version=r.model_version,
+        ml_backend_status=r.ml_backend_status,
+        ml_backend_url=r.ml_backend_url,
+        ml_backend_id=r.ml_backend_id,
+        ml_backend_error=r.ml_backend_error,
+        needs_reconcile=bool(r.needs_reconcile),
+        last_reconcile=dict(r.last_reconcile) if r.last_reconcile is not None else None,
+        config_warning=r.config_warning,
+    )
+
+
+def _link_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(fields) - LINK_FIELDS)
+    if unknown:
+        raise AttributeError(f"Label Studio links have no field(s) {', '.join(unknown)}")
+    return dict(fields)
+
+
+def _rejected(r: RejectedAnnotationRow) -> RejectedAnnotation:
+    return RejectedAnnotation(annotation_id=r.annotation_id, task_id=r.task_id, item_id=r.item_id,
+                              updated_at=r.updated_at or None, type=r.type, error=r.error, at=r.at)
+
+
+def _migrate_integration_column(engine: Engine) -> None:
+    """Databases written before the typed link kept it in ``projects.integration`` (JSON): move it, drop the column."""
+    if "integration" not in {c["name"] for c in inspect(engine).get_columns("projects")}:
+        return
+    import json
+
+    with engine.begin() as conn:
+        for pid, raw in conn.execute(text("SELECT id, integration FROM projects")).all():
+            bag = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+            if bag.get("ls_project_id") is None:
+                continue
+            ml = bag.get("ml_backend") or {}
+            conn.execute(insert(LabelStudioLinkRow).values(
+                project_id=pid, ls_project_id=int(bag["ls_project_id"]), url=bag.get("ls_url"),
+                label_config=bag.get("ls_label_config"), attached=bool(bag.get("ls_attached")),
+                model_version=bag.get("ls_model_version"), ml_backend_status=ml.get("status"),
+                ml_backend_url=ml.get("url"), ml_backend_id=ml.get("id"), ml_backend_error=ml.get("error"),
+                needs_reconcile=bool(bag.get("needs_reconcile")), last_reconcile=bag.get("last_reconcile"),
+                config_warning=bag.get("config_warning")))
+            for r in bag.get("rejected") or []:
+                conn.execute(insert(RejectedAnnotationRow).values(
+                    project_id=pid, annotation_id=int(r.get("annotation_id") or 0), task_id=r.get("task_id"),
+                    item_id=r.get("item_id"), updated_at=r.get("updated_at") or "", type=str(r.get("type") or ""),
+                    error=str(r.get("error") or ""), at=datetime.utcnow()))
+        conn.execute(text("ALTER TABLE projects DROP COLUMN integration"))

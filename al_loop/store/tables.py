@@ -29,8 +29,47 @@ class ProjectRow(Base):
     base_model: Mapped[str] = mapped_column(String(500))
     loop_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     training_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    integration: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LabelStudioLinkRow(Base):
+    """A project's Label Studio side (see ``records.LabelStudioLink``)."""
+
+    __tablename__ = "label_studio_links"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    ls_project_id: Mapped[int] = mapped_column(Integer, unique=True)
+    url: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    label_config: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attached: Mapped[bool] = mapped_column(Boolean, default=False)
+    model_version: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    ml_backend_status: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    ml_backend_url: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    ml_backend_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ml_backend_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    needs_reconcile: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_reconcile: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    config_warning: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RejectedAnnotationRow(Base):
+    """One refused version of a Label Studio annotation (written by the ingest that refused it)."""
+
+    __tablename__ = "rejected_annotations"
+    __table_args__ = (
+        UniqueConstraint("project_id", "annotation_id", "updated_at", name="uq_rejected_version"),
+        Index("ix_rejected_project", "project_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    annotation_id: Mapped[int] = mapped_column(Integer)
+    task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    item_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    updated_at: Mapped[str] = mapped_column(String(64), default="")  # Label Studio's string; "" when absent
+    type: Mapped[str] = mapped_column(String(100))
+    error: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class ItemRow(Base):

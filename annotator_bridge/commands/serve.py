@@ -71,17 +71,15 @@ def build_web_app(settings: Any = None) -> Any:
     """The Flask app wired to Celery (CeleryDispatcher) for ``settings`` (default: from the environment)."""
     from annotator_bridge.settings import Settings
     from annotator_bridge.web.app import create_app
+    from annotator_bridge.web.context import set_queue_probe
+    from annotator_bridge.worker.celery_app import make_celery
     from annotator_bridge.worker.dispatcher import CeleryDispatcher
+    from annotator_bridge.worker.probe import make_queue_probe
 
     settings = settings or Settings.from_env()
-    dispatcher = CeleryDispatcher.from_settings(settings)
-    app = create_app(settings, dispatcher=dispatcher)
-    try:
-        from annotator_bridge.web.register import set_queue_probe
-        from annotator_bridge.worker.dispatcher import CeleryQueueProbe
-    except ModuleNotFoundError:  # monitoring blueprints not installed
-        return app
-    set_queue_probe(app, CeleryQueueProbe(dispatcher.app))
+    celery = make_celery(settings)
+    app = create_app(settings, dispatcher=CeleryDispatcher(celery))
+    set_queue_probe(app, make_queue_probe(settings, celery, timeout=0.5))
     return app
 
 
@@ -149,11 +147,11 @@ def worker_argv(args: argparse.Namespace, train_queue: str = "train", log_level:
 
 def run_worker(args: argparse.Namespace) -> int:
     from annotator_bridge.settings import Settings
-    from annotator_bridge.worker.celery_app import make_celery, train_queue_of
+    from annotator_bridge.worker.celery_app import make_celery
 
     settings = Settings.from_env()
     app = make_celery(settings)
-    argv = worker_argv(args, train_queue_of(settings), settings.log_level)
+    argv = worker_argv(args, settings.train_queue, settings.log_level)
     log.info("celery %s", " ".join(argv))
     app.worker_main(argv=argv)
     return 0

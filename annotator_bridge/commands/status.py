@@ -7,24 +7,23 @@ annotators, the batch in Label Studio, liveness). ``--json`` prints the same fac
 (``annotator_bridge.monitoring`` format). The database comes from ``Settings.from_env()``
 (``AL_LOOP_DATABASE_URL`` / ``AL_LOOP_HOME``) unless ``--db`` names one.
 
-Queue depth and workers come from ``annotator_bridge.worker.probe.make_queue_probe(settings)``
-when the worker package provides it; otherwise they are reported as unknown.
+Queue depth and workers come from ``annotator_bridge.worker.probe.make_queue_probe(settings)``:
+the broker's queues and the Celery workers that answer a broadcast (``--no-probe`` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from al_loop.store import Store
 from annotator_bridge import monitoring
 from annotator_bridge.monitoring import NullQueueProbe, QueueProbe
-
-PROBE_MODULE = "annotator_bridge.worker.probe"
+from annotator_bridge.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,9 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 # --------------------------------------------------------------------------- setup
-def _settings() -> Any:
-    from annotator_bridge.settings import Settings
-
+def _settings() -> Settings:
     return Settings.from_env()
 
 
@@ -57,16 +54,11 @@ def _sqlite_file(url: str) -> Path | None:
     return None
 
 
-def load_queue_probe(settings: Any) -> QueueProbe:
-    """The worker package's broker probe for ``settings``, or a NullQueueProbe when there is none."""
-    try:
-        module = importlib.import_module(PROBE_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name and PROBE_MODULE.startswith(exc.name):
-            return NullQueueProbe()
-        raise
-    factory = getattr(module, "make_queue_probe", None)
-    return factory(settings) if callable(factory) else NullQueueProbe()
+def load_queue_probe(settings: Settings) -> QueueProbe:
+    """The Celery probe of the broker and workers ``settings`` name (queues waiting, workers answering)."""
+    from annotator_bridge.worker.probe import make_queue_probe
+
+    return make_queue_probe(settings)
 
 
 def run_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -81,9 +73,6 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"al-loop: no database at {db_file} (set AL_LOOP_HOME or AL_LOOP_DATABASE_URL, or pass --db)",
               file=sys.stderr)
         return 1
-    import al_loop.rounds  # noqa: F401  (loads the store's collaborators in a safe order)
-    from al_loop.store import Store
-
     store = Store(url)
     try:
         probe: QueueProbe = NullQueueProbe()

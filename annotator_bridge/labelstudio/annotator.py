@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from al_loop.types import Example
+from al_loop.types import Example, Span
 from annotator_bridge.labelstudio.convert import prediction_result
 from annotator_bridge.labelstudio.gateway import LabelStudioGateway
 
@@ -37,8 +37,8 @@ class Annotator:
     def annotate(self, task: Mapping[str, Any]) -> dict[str, Any]:
         data = task["data"]
         ex = self.gold[str(data["item_id"])]
-        predicted = ex.spans if ex.spans is not None else ex.labels
-        result = prediction_result(list(predicted or ()), self.config, text=str(data[self.config.text_key]))
+        predicted: list[Span] | list[str] = list(ex.spans) if ex.spans is not None else list(ex.labels or ())
+        result = prediction_result(predicted, self.config, text=str(data[self.config.text_key]))
         return self.gw.create_annotation(int(task["id"]), result, token=self.token, lead_time=1.0)
 
     def label(self, n: int) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from al_loop.errors import ConfigError, NotFoundError
-from al_loop.store.records import Round
+from al_loop.store.records import Project, Round
 from annotator_bridge.loop import examples_from_records
 from annotator_bridge.web.auth import check_bearer
 
@@ -67,6 +67,20 @@ def _flag(body: Mapping[str, Any], key: str) -> bool:
     return value
 
 
+def _project_json(project: Project) -> dict[str, Any]:
+    """A project as the API shows it: its fields plus ``integration`` (its Label Studio link, ``{}`` without one)."""
+    store = _services().store
+    link = store.get_link(project.id)
+    integration: dict[str, Any] = {}
+    if link is not None:
+        integration = {"ls_project_id": link.ls_project_id, "ls_url": link.url, "ls_label_config": link.label_config,
+                       "ls_attached": link.attached, "ls_model_version": link.model_version,
+                       "ml_backend": link.ml_backend, "needs_reconcile": link.needs_reconcile,
+                       "last_reconcile": link.last_reconcile, "config_warning": link.config_warning,
+                       "rejected_total": store.count_rejected(project.id)}
+    return {**project.to_dict(), "integration": integration}
+
+
 def _round_by_index(project_id: int, index: int) -> Round:
     services = _services()
     services.store.get_project(project_id)
@@ -83,17 +97,17 @@ def create_project() -> Any:
     if not isinstance(body, Mapping):
         raise BadRequest("the project spec must be a JSON object")
     project = _services().loop.create_project(body)
-    return jsonify({"project": project.to_dict()}), 201
+    return jsonify({"project": _project_json(project)}), 201
 
 
 @bp.get("/projects")
 def list_projects() -> Any:
-    return jsonify({"projects": [p.to_dict() for p in _services().store.list_projects()]})
+    return jsonify({"projects": [_project_json(p) for p in _services().store.list_projects()]})
 
 
 @bp.get("/projects/<int:project_id>")
 def get_project(project_id: int) -> Any:
-    return jsonify({"project": _services().store.get_project(project_id).to_dict()})
+    return jsonify({"project": _project_json(_services().store.get_project(project_id))})
 
 
 @bp.post("/projects/<int:project_id>/items")

@@ -9,16 +9,15 @@ thread (``ThreadDispatcher``), so webhooks are still answered at once; ``al-loop
 passes the Celery dispatcher.
 
 Blueprints: ``mlbackend`` at ``/`` and again at ``/ml`` (``mlbackend_ml``), ``api`` at ``/api``,
-and the monitoring ``dashboard``/``metrics`` blueprints through
-``annotator_bridge.web.register_extensions`` when that module is installed. The services
-live in ``app.extensions["al_loop"]`` (``.settings .store .loop .predictor .dispatcher``).
+``dashboard`` at ``/dashboard`` and ``metrics`` (``/metrics``). The services live in
+``app.extensions["al_loop"]`` (``.settings .store .loop .predictor .dispatcher .queue_probe``;
+see :mod:`annotator_bridge.web.context`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from flask import Flask
 
@@ -27,8 +26,11 @@ from al_loop.rounds.service import RoundService
 from al_loop.store.repository import Store
 from annotator_bridge.dispatch import Dispatcher, InlineDispatcher, ThreadDispatcher
 from annotator_bridge.loop import LoopService
+from annotator_bridge.monitoring import QueueProbe
 from annotator_bridge.settings import Settings
+from annotator_bridge.web import api, dashboard, metrics, mlbackend
 from annotator_bridge.web.auth import WebhookGuard
+from annotator_bridge.web.context import SERVICES_KEY
 from annotator_bridge.web.errors import register_error_handlers
 
 log = logging.getLogger("annotator_bridge.web")
@@ -44,7 +46,7 @@ class Services:
     predictor: PredictService
     dispatcher: Dispatcher
     webhook_guard: WebhookGuard = field(repr=False)
-    queue_probe: Any = None
+    queue_probe: QueueProbe | None = None
 
 
 def create_app(
@@ -75,29 +77,14 @@ def create_app(
     app = Flask("annotator_bridge.web", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["al_loop"] = Services(settings=settings, store=store, loop=loop, predictor=predictor,
+    app.extensions[SERVICES_KEY] = Services(settings=settings, store=store, loop=loop, predictor=predictor,
                                          dispatcher=dispatcher, webhook_guard=WebhookGuard(settings.webhook_secret))
     register_error_handlers(app)
-
-    from annotator_bridge.web.api import bp as api_bp
-    from annotator_bridge.web.mlbackend import bp as ml_bp
-
-    app.register_blueprint(ml_bp)
-    app.register_blueprint(ml_bp, url_prefix="/ml", name="mlbackend_ml")
-    app.register_blueprint(api_bp)
-    _register_monitoring(app)
+    app.register_blueprint(mlbackend.bp)
+    app.register_blueprint(mlbackend.bp, url_prefix="/ml", name="mlbackend_ml")
+    app.register_blueprint(api.bp)
+    app.register_blueprint(dashboard.bp)
+    metrics.init_metrics(app)
     if not settings.api_token:
         log.warning("AL_LOOP_API_TOKEN is not set: the management API (/api) refuses every request")
     return app
-
-
-def _register_monitoring(app: Flask) -> None:
-    """The monitoring helper's dashboard and /metrics, when its modules are installed."""
-    try:
-        from annotator_bridge.web.register import register_extensions
-
-        register_extensions(app)
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("annotator_bridge.web"):
-            raise
-        log.info("monitoring blueprints not installed (%s); /dashboard and /metrics are off", exc.name)

@@ -32,7 +32,7 @@ from markupsafe import Markup
 from al_loop.errors import NotFoundError
 from annotator_bridge import monitoring
 from annotator_bridge.web import svg
-from annotator_bridge.web.register import get_queue_probe, services
+from annotator_bridge.web.context import get_queue_probe, services
 
 bp = Blueprint(
     "dashboard",

@@ -29,13 +29,11 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, has_app_context, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from sqlalchemy import func, select
 
-from al_loop.rounds.states import RoundStatus, VersionStatus
+from al_loop.states import ACTIVE_ROUND_STATUSES, RoundStatus
 from al_loop.store.repository import Store
-from al_loop.store.tables import LabelRow
 from annotator_bridge import monitoring
-from annotator_bridge.web.register import get_queue_probe, services
+from annotator_bridge.web.context import get_queue_probe, services
 
 log = logging.getLogger("annotator_bridge.web.metrics")
 
@@ -148,19 +146,18 @@ class StoreCollector:
             rounds = store.list_rounds(p.id)
             started.add_metric([pid], float(sum(1 for r in rounds if r.started_at is not None)))
             for st in (RoundStatus.SUCCEEDED, RoundStatus.FAILED, RoundStatus.CANCELLED):
-                finished.add_metric([pid, st.value], float(sum(1 for r in rounds if r.status == st.value)))
-            failed.add_metric([pid], float(sum(1 for r in rounds if r.status == RoundStatus.FAILED.value)))
-            live = next((r for r in rounds if r.status in (RoundStatus.PENDING.value, RoundStatus.RUNNING.value)),
-                        None)
+                finished.add_metric([pid, st.value], float(sum(1 for r in rounds if r.status is st)))
+            failed.add_metric([pid], float(sum(1 for r in rounds if r.status is RoundStatus.FAILED)))
+            live = next((r for r in rounds if r.status in ACTIVE_ROUND_STATUSES), None)
             for st in (RoundStatus.PENDING, RoundStatus.RUNNING):
-                active.add_metric([pid, st.value], 1.0 if live is not None and live.status == st.value else 0.0)
+                active.add_metric([pid, st.value], 1.0 if live is not None and live.status is st else 0.0)
             if live is not None:
-                progress.add_metric([pid, live.phase], float(live.progress or 0.0))
-                if live.status == RoundStatus.RUNNING.value and live.heartbeat_at is not None:
+                progress.add_metric([pid, live.phase.value], float(live.progress or 0.0))
+                if live.status is RoundStatus.RUNNING and live.heartbeat_at is not None:
                     heartbeat.add_metric([pid], max((now - live.heartbeat_at).total_seconds(), 0.0))
             per_phase: dict[str, list[float]] = {}
             for r in rounds:
-                if r.status != RoundStatus.SUCCEEDED.value:
+                if r.status is not RoundStatus.SUCCEEDED:
                     continue
                 for phase, v in r.timings.items():
                     if _num(v) is not None:
@@ -169,7 +166,7 @@ class StoreCollector:
                 buckets = [(str(float(b)), float(sum(1 for v in values if v <= b))) for b in ROUND_BUCKETS]
                 buckets.append(("+Inf", float(len(values))))
                 duration.add_metric([pid, phase], buckets, sum(values))
-            done = [r for r in rounds if r.status == RoundStatus.SUCCEEDED.value]
+            done = [r for r in rounds if r.status is RoundStatus.SUCCEEDED]
             if done:
                 last = done[-1]
                 for phase, v in sorted(last.timings.items()):
@@ -181,7 +178,7 @@ class StoreCollector:
             if scored:
                 round_score.add_metric([pid], float(scored[-1].metrics["score"]))
             promoted = store.promoted_version(p.id)
-            if promoted is not None and promoted.status == VersionStatus.PROMOTED.value:
+            if promoted is not None:
                 score = _num(promoted.metrics.get("score"))
                 if score is not None:
                     model_score.add_metric([pid, promoted.name], score)
@@ -197,18 +194,11 @@ class StoreCollector:
                                        "and later deleted ones)", labels=["project", "source"])
         labelled = GaugeMetricFamily("al_loop_labelled_items", "Items with a live, non-skipped annotation",
                                      labels=["project"])
-        with store.session() as s:
-            for pid, source, n in s.execute(
-                select(LabelRow.project_id, LabelRow.source, func.count()).group_by(LabelRow.project_id,
-                                                                                    LabelRow.source)
-            ):
-                ingested.add_metric([str(pid), str(source)], float(n))
-            for pid, n in s.execute(
-                select(LabelRow.project_id, func.count(func.distinct(LabelRow.item_id)))
-                .where(LabelRow.deleted.is_(False), LabelRow.skipped.is_(False))
-                .group_by(LabelRow.project_id)
-            ):
-                labelled.add_metric([str(pid)], float(n))
+        for pid, counts in sorted(store.label_counts().items()):
+            for source, n in sorted(counts["by_source"].items()):
+                ingested.add_metric([str(pid), source], float(n))
+            if counts["labelled"]:
+                labelled.add_metric([str(pid)], float(counts["labelled"]))
         yield ingested
         yield labelled
 

@@ -30,7 +30,6 @@ from al_loop.store.records import Project
 from al_loop.types import Span, TaskKind
 from annotator_bridge.labelstudio.config import LabelConfig, parse_label_config
 from annotator_bridge.labelstudio.convert import Ignored, parse_webhook, prediction_result
-from annotator_bridge.loop import LS_CONFIG_KEY, LS_PROJECT_KEY
 from annotator_bridge.settings import WEBHOOK_SECRET_HEADER
 
 log = logging.getLogger("annotator_bridge.web")
@@ -64,7 +63,14 @@ def _project_for(value: Any) -> Project | None:
     ls_id = ls_project_id(value)
     if ls_id is None:
         return None
-    return _services().store.find_project(LS_PROJECT_KEY, ls_id)  # type: ignore[no-any-return]
+    return _linked_project(ls_id)
+
+
+def _linked_project(ls_id: int) -> Project | None:
+    """The al-loop project linked to Label Studio project ``ls_id``, if any."""
+    store = _services().store
+    link = store.find_link(ls_id)
+    return store.get_project(link.project_id) if link is not None else None
 
 
 def _json_body(required: bool = True) -> Any:
@@ -107,7 +113,8 @@ def setup() -> Any:
 
 def _config_for(project: Project, body: Mapping[str, Any]) -> LabelConfig:
     """The project's label config without calling Label Studio (stored XML, else the request's)."""
-    if project.integration.get(LS_CONFIG_KEY):
+    link = _services().store.get_link(project.id)
+    if link is not None and link.label_config:
         return _services().loop.label_config(project)  # type: ignore[no-any-return]
     xml = body.get("label_config")
     if isinstance(xml, str) and xml.strip():
@@ -187,7 +194,7 @@ def webhook() -> Any:
     action = getattr(event, "action", None) or str(payload.get("action"))
     if isinstance(event, Ignored) and (event.action not in FORWARDED_IGNORED or ls_id is None):
         return jsonify({"status": "ignored", "action": event.action})
-    project = services.store.find_project(LS_PROJECT_KEY, ls_id)
+    project = _linked_project(int(ls_id)) if ls_id is not None else None
     if project is None:
         raise NotFoundError(f"no al-loop project is attached to Label Studio project {ls_id}")
     services.dispatcher.ingest_event(project.id, dict(payload))

@@ -13,20 +13,18 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from al_loop.errors import AlLoopError
-from annotator_bridge.worker.celery_app import (
+from annotator_bridge.settings import Settings
+from annotator_bridge.worker.config import (
     DEFAULT_QUEUE,
     INGEST_TASK,
     PUSH_ROUND_TASK,
     RECONCILE_TASK,
     RUN_ROUND_TASK,
-    make_celery,
-    train_queue_of,
+    SETTINGS_KEY,
 )
 
 if TYPE_CHECKING:
     from celery import Celery
-
-    from annotator_bridge.settings import Settings
 
 log = logging.getLogger("annotator_bridge.worker")
 
@@ -40,12 +38,8 @@ class CeleryDispatcher:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
-        settings = getattr(app, "al_loop_settings", None)
-        self.train_queue = train_queue_of(settings) if settings is not None else "train"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CeleryDispatcher:
-        return cls(make_celery(settings))
+        settings = app.conf.get(SETTINGS_KEY)
+        self.train_queue = settings.train_queue if isinstance(settings, Settings) else "train"
 
     def _send(self, name: str, args: list[Any], queue: str) -> None:
         try:
@@ -73,43 +67,3 @@ class CeleryDispatcher:
         pool = getattr(self.app, "_pool", None)
         if pool is not None:
             pool.force_close_all()
-
-
-class CeleryQueueProbe:
-    """``annotator_bridge.monitoring.QueueProbe`` over Celery: queue depths and live workers.
-
-    ``depth()`` declares each queue passively (Redis: ``LLEN``; filesystem: files waiting);
-    ``workers()`` broadcasts ``ping`` and ``active_queues`` with a short ``timeout`` (seconds),
-    so a dashboard request never waits long. Both raise on a broker error (callers show it).
-    """
-
-    available = True
-
-    def __init__(self, app: Celery, timeout: float = 0.5) -> None:
-        self.app = app
-        self.timeout = timeout
-        settings = getattr(app, "al_loop_settings", None)
-        self.queues = (DEFAULT_QUEUE, train_queue_of(settings) if settings is not None else "train")
-
-    def depth(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        with self.app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-            channel = conn.default_channel
-            for name in self.queues:
-                try:
-                    out[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
-                except Exception:  # a queue nobody declared yet holds nothing
-                    out[name] = 0
-        return out
-
-    def workers(self) -> list[dict[str, Any]]:
-        inspect = self.app.control.inspect(timeout=self.timeout)
-        queues = inspect.active_queues() or {}
-        active = inspect.active() or {}
-        out = []
-        for name in sorted(set(queues) | set(active)):
-            out.append({"name": name, "status": "online",
-                        "queues": [q.get("name") for q in queues.get(name) or []],
-                        "active": len(active.get(name) or [])})
-        return out

@@ -1,11 +1,15 @@
 """Thin Celery tasks: they take ids, call one ``LoopService`` method and decide about retries.
 
+The tasks are module-level ``shared_task`` functions (bound to every al-loop app); they read
+their settings from the executing app's configuration (``app.conf.al_loop_settings`` and the
+retry figures, see :mod:`annotator_bridge.worker.config`).
+
 Each worker process builds its services once (``get_services``, cached; built when the worker
-reports ready, or on the first task):
-a Store on ``AL_LOOP_DATABASE_URL``, a RoundService with the real ``TextModel`` factory
-(torch is imported only when a round trains), a Label Studio gateway factory and the
-LoopService. Nothing is built at import time and nothing crosses a ``fork``: the training
-worker runs the solo (or threads) pool, so CUDA is initialised in the process that uses it.
+reports ready, or on the first task): a Store on ``AL_LOOP_DATABASE_URL``, a RoundService with
+the real ``TextModel`` factory (torch is imported only when a round trains), a Label Studio
+gateway factory and the LoopService. Nothing is built at import time and nothing crosses a
+``fork``: the training worker runs the solo (or threads) pool, so CUDA is initialised in the
+process that uses it.
 
 Retry policy:
 
@@ -24,23 +28,41 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from celery import Celery, shared_task
+from celery.signals import worker_ready
 
 from al_loop.errors import ConflictError
-
-if TYPE_CHECKING:
-    from celery import Celery
-
-    from al_loop.rounds import RoundService
-    from al_loop.store import Store
-    from annotator_bridge.loop import LoopService
-    from annotator_bridge.settings import Settings
+from al_loop.rounds.service import RoundService
+from al_loop.states import PushStatus
+from al_loop.store.repository import Store
+from annotator_bridge.labelstudio.gateway import LabelStudioUnavailable
+from annotator_bridge.loop import LoopService, label_studio_gateway_factory
+from annotator_bridge.settings import Settings
+from annotator_bridge.worker.config import (
+    INGEST_TASK,
+    MAX_ROUND_RETRIES_KEY,
+    PUSH_ROUND_TASK,
+    RECONCILE_TASK,
+    RETRY_COUNTDOWN_KEY,
+    RUN_ROUND_TASK,
+    SETTINGS_KEY,
+    stale_after_of,
+)
+from annotator_bridge.worker.dispatcher import CeleryDispatcher
 
 log = logging.getLogger("annotator_bridge.worker")
 
 MAX_LS_RETRIES = 8
 LS_BACKOFF_MAX = 300
+LS_RETRY: dict[str, Any] = {
+    "autoretry_for": (LabelStudioUnavailable,),
+    "retry_backoff": 2,
+    "retry_backoff_max": LS_BACKOFF_MAX,
+    "retry_jitter": True,
+    "max_retries": MAX_LS_RETRIES,
+}
 
 
 @dataclass
@@ -55,26 +77,19 @@ _services: WorkerServices | None = None
 _services_lock = threading.Lock()
 
 
-def stale_after_of(settings: Settings) -> timedelta:
-    """How old a round's heartbeat must be before another worker may take the round over.
-
-    Redis redelivers an unacknowledged round only after the visibility timeout, so the two
-    move together: ``min(10 min, visibility timeout)``.
-    """
-    vt = int(getattr(settings, "visibility_timeout", 7200) or 7200)
-    return timedelta(seconds=max(1, min(600, vt)))
+def settings_of(app: Celery) -> Settings:
+    """The settings an al-loop app was made with (``app.conf.al_loop_settings``)."""
+    settings = app.conf.get(SETTINGS_KEY)
+    if not isinstance(settings, Settings):
+        raise RuntimeError("this Celery app was not made by annotator_bridge.worker.celery_app.make_celery")
+    return settings
 
 
-def build_services(settings: Settings, app: Celery | None = None) -> WorkerServices:
+def build_services(settings: Settings, app: Celery) -> WorkerServices:
     """Store + RoundService (real model factory) + LoopService dispatching through ``app``.
 
     The Label Studio gateway is made on first use (a project without Label Studio never needs it).
     """
-    from al_loop.rounds import RoundService
-    from al_loop.store import Store
-    from annotator_bridge.loop import LoopService, label_studio_gateway_factory
-    from annotator_bridge.worker.dispatcher import CeleryDispatcher
-
     store = Store(settings.database_url)
     rounds = RoundService(
         store,
@@ -83,8 +98,7 @@ def build_services(settings: Settings, app: Celery | None = None) -> WorkerServi
         owner=f"{socket.gethostname()}:{os.getpid()}",
         stale_after=stale_after_of(settings),
     )
-    dispatcher = CeleryDispatcher(app) if app is not None else CeleryDispatcher.from_settings(settings)
-    loop = LoopService(store, label_studio_gateway_factory(settings), rounds, dispatcher, settings)
+    loop = LoopService(store, label_studio_gateway_factory(settings), rounds, CeleryDispatcher(app), settings)
     return WorkerServices(settings=settings, store=store, rounds=rounds, loop=loop)
 
 
@@ -94,7 +108,7 @@ def get_services(app: Celery) -> WorkerServices:
     if _services is None:
         with _services_lock:
             if _services is None:
-                _services = build_services(app.al_loop_settings, app)  # type: ignore[attr-defined]
+                _services = build_services(settings_of(app), app)
     return _services
 
 
@@ -107,78 +121,57 @@ def reset_services() -> None:
         _services = None
 
 
+@worker_ready.connect(weak=False, dispatch_uid="al_loop.worker.warm_up")
 def _warm_up(sender: Any = None, **_: Any) -> None:
     """``worker_ready``: build the services before the first task (no torch: that loads with the first round)."""
     app = getattr(sender, "app", None)
-    if app is not None and hasattr(app, "al_loop_settings"):
+    if app is not None and app.conf.get(SETTINGS_KEY) is not None:
         try:
             get_services(app)
         except Exception:  # the first task will raise it with context
             log.exception("could not build the worker's services")
 
 
-def register_tasks(app: Celery) -> None:
-    """Define the al-loop tasks on ``app`` (called by ``make_celery``)."""
-    from celery.signals import worker_ready
+@shared_task(name=INGEST_TASK, bind=True, **LS_RETRY)
+def ingest_event(self: Any, project_id: int, payload: dict[str, Any]) -> None:
+    """Record one Label Studio webhook payload (idempotent by annotation id + updated_at)."""
+    get_services(self.app).loop.handle_event(int(project_id), payload)
 
-    worker_ready.connect(_warm_up, weak=False, dispatch_uid="al_loop.worker.warm_up")
-    from annotator_bridge.labelstudio.gateway import LabelStudioUnavailable
-    from annotator_bridge.worker.celery_app import (
-        INGEST_TASK,
-        PUSH_ROUND_TASK,
-        RECONCILE_TASK,
-        RUN_ROUND_TASK,
-    )
 
-    vt = int(getattr(app.al_loop_settings, "visibility_timeout", 7200) or 7200)  # type: ignore[attr-defined]
-    countdown = float(getattr(app, "al_loop_retry_countdown", 30.0))
-    # a claim conflict ends when the owner finishes or its heartbeat goes stale: bounded by the visibility timeout
-    max_round_retries = int(2 * vt / countdown) + 10
-    ls_retry: dict[str, Any] = {
-        "autoretry_for": (LabelStudioUnavailable,),
-        "retry_backoff": 2,
-        "retry_backoff_max": LS_BACKOFF_MAX,
-        "retry_jitter": True,
-        "max_retries": MAX_LS_RETRIES,
-    }
-
-    @app.task(name=INGEST_TASK, bind=True, shared=False, **ls_retry)
-    def ingest_event(self: Any, project_id: int, payload: dict[str, Any]) -> None:
-        """Record one Label Studio webhook payload (idempotent by annotation id + updated_at)."""
-        get_services(self.app).loop.handle_event(int(project_id), payload)
-
-    @app.task(name=RUN_ROUND_TASK, bind=True, shared=False, max_retries=max_round_retries)
-    def run_round(self: Any, project_id: int, round_id: int) -> None:
-        """Run round ``round_id`` of project ``project_id`` (train queue)."""
-        services = get_services(self.app)
-        current = services.store.get_round(int(round_id))
-        if current.project_id != int(project_id):
-            log.error("round %s does not belong to project %s; dropped", round_id, project_id)
-            return
-        if _is_final(current.status):
-            log.info("round %s of project %s is already %s; duplicate delivery ignored",
-                     current.index, project_id, current.status)
-            if current.push_status == "pending":  # the worker died between finishing and dispatching the push
-                services.loop.execute_round(int(round_id))
-            return
-        try:
+@shared_task(name=RUN_ROUND_TASK, bind=True)
+def run_round(self: Any, project_id: int, round_id: int) -> None:
+    """Run round ``round_id`` of project ``project_id`` (train queue)."""
+    services = get_services(self.app)
+    current = services.store.get_round(int(round_id))
+    if current.project_id != int(project_id):
+        log.error("round %s does not belong to project %s; dropped", round_id, project_id)
+        return
+    if current.status.is_final:
+        log.info("round %s of project %s is already %s; duplicate delivery ignored",
+                 current.index, project_id, current.status)
+        if current.push_status is PushStatus.PENDING:  # the worker died between finishing and dispatching the push
             services.loop.execute_round(int(round_id))
-        except ConflictError as exc:
-            log.info("round %s of project %s: %s; retry in %.0f s", current.index, project_id, exc, countdown)
-            raise self.retry(exc=exc, countdown=countdown) from None
-
-    @app.task(name=PUSH_ROUND_TASK, bind=True, shared=False, **ls_retry)
-    def push_round(self: Any, round_id: int) -> None:
-        """Send round ``round_id``'s predictions and model version to Label Studio (idempotent)."""
-        get_services(self.app).loop.push_round(int(round_id))
-
-    @app.task(name=RECONCILE_TASK, bind=True, shared=False, **ls_retry)
-    def reconcile(self: Any, project_id: int) -> None:
-        """Re-read every annotated Label Studio task of the project (a lost webhook loses nothing)."""
-        get_services(self.app).loop.reconcile(int(project_id))
+        return
+    try:
+        services.loop.execute_round(int(round_id))
+    except ConflictError as exc:
+        countdown = float(self.app.conf.get(RETRY_COUNTDOWN_KEY) or 30.0)
+        log.info("round %s of project %s: %s; retry in %.0f s", current.index, project_id, exc, countdown)
+        raise self.retry(exc=exc, countdown=countdown,
+                         max_retries=int(self.app.conf.get(MAX_ROUND_RETRIES_KEY) or 100)) from None
 
 
-def _is_final(status: str) -> bool:
-    from al_loop.rounds.states import RoundStatus
+@shared_task(name=PUSH_ROUND_TASK, bind=True, **LS_RETRY)
+def push_round(self: Any, round_id: int) -> None:
+    """Send round ``round_id``'s predictions and model version to Label Studio (idempotent)."""
+    get_services(self.app).loop.push_round(int(round_id))
 
-    return RoundStatus(status).is_final
+
+@shared_task(name=RECONCILE_TASK, bind=True, **LS_RETRY)
+def reconcile(self: Any, project_id: int) -> None:
+    """Re-read every annotated Label Studio task of the project (a lost webhook loses nothing)."""
+    get_services(self.app).loop.reconcile(int(project_id))
+
+
+__all__ = ["WorkerServices", "build_services", "get_services", "ingest_event", "push_round", "reconcile",
+           "reset_services", "run_round", "settings_of"]

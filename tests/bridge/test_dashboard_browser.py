@@ -31,7 +31,7 @@ from annotator_bridge.loop import LoopService
 from annotator_bridge.monitoring import StaticQueueProbe
 from annotator_bridge.settings import Settings
 from annotator_bridge.web import create_app
-from annotator_bridge.web.register import set_queue_probe
+from annotator_bridge.web.context import set_queue_probe
 from tests.bridge.monitoring_data import attach_simulation, build_live_project
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,6 @@ from al_loop.errors import (
 from al_loop.rounds import RoundService
 from al_loop.store import Store
 from al_loop.types import Example, ItemId, Span
-from annotator_bridge import loop as loop_module
 from annotator_bridge.dispatch import Dispatcher, InlineDispatcher, ThreadDispatcher
 from annotator_bridge.labelstudio.config import build_label_config, ner_config
 from annotator_bridge.labelstudio.convert import parse_annotation
@@ -36,7 +35,7 @@ from annotator_bridge.labelstudio.gateway import (
     LabelStudioUnavailable,
     LSProject,
 )
-from annotator_bridge.loop import LoopService, ProjectSpec, annotation_key, parse_ls_time
+from annotator_bridge.loop import LoopService, ProjectSpec, annotation_key, parse_ls_time, publishing
 from annotator_bridge.settings import Settings
 from tests.core.fakes import FakeModel
 
@@ -267,7 +266,7 @@ def cls_project(env: SimpleNamespace) -> SimpleNamespace:
     project = env.loop.create_project(cls_spec())
     env.loop.import_items(project.id, cls_items(20))
     env.project = env.store.get_project(project.id)
-    env.ls_id = env.project.integration["ls_project_id"]
+    env.ls_id = env.store.get_link(env.project.id).ls_project_id
     return env
 
 
@@ -276,14 +275,14 @@ def ner_env(env: SimpleNamespace, texts: Sequence[str]) -> SimpleNamespace:
                                        "batch_size": 2, "seed_size": 2})
     env.loop.import_items(project.id, [Example(ItemId(f"n{i}"), t) for i, t in enumerate(texts)])
     env.project = env.store.get_project(project.id)
-    env.ls_id = env.project.integration["ls_project_id"]
+    env.ls_id = env.store.get_link(env.project.id).ls_project_id
     return env
 
 
 # ---------------------------------------------------------------------------- projects
 def test_create_project_generates_config_and_connects_backend_once(env: SimpleNamespace) -> None:
     project = env.loop.create_project(cls_spec())
-    ls_id = project.integration["ls_project_id"]
+    ls_id = env.store.get_link(project.id).ls_project_id
     ls = env.gw.projects[ls_id]
     assert ls["title"] == "sentiment"
     assert ls["label_config"] == build_label_config(project.schema)
@@ -293,8 +292,8 @@ def test_create_project_generates_config_and_connects_backend_once(env: SimpleNa
     ml = env.gw.ml_backends[0]
     assert ml["url"] == PUBLIC_URL and ml["webhook_headers"] == {"X-AL-Loop-Secret": SECRET}
     assert ml["title"].startswith("al-r000-cold-")  # title = the model version round 0 will carry
-    assert project.integration["ml_backend"]["status"] == "connected"
-    assert env.store.find_project("ls_project_id", ls_id).id == project.id
+    assert env.store.get_link(project.id).ml_backend["status"] == "connected"
+    assert env.store.find_link(ls_id).project_id == project.id
 
 
 def test_create_project_rejects_taken_name_before_touching_label_studio(env: SimpleNamespace) -> None:
@@ -359,7 +358,7 @@ def test_attach_reads_labels_from_config_and_adopts_existing_tasks(env: SimpleNa
     env.gw.add_task(ls.id, {"other": "no text here"})
     project = env.loop.create_project({"name": "attached", "label_studio": {"project_id": ls.id}})
     assert project.task.value == "ner" and project.labels == ("Chemical", "Disease")
-    assert project.integration["ls_attached"] is True
+    assert env.store.get_link(project.id).attached is True
     items = {it.item_id: it for it in env.store.get_items(project.id)}
     assert set(items) == {f"ls-{t1}", "doc-7"}
     assert items["doc-7"].ext_task_id == t2 and items[f"ls-{t1}"].ext_task_id == t1
@@ -388,7 +387,7 @@ def test_local_project_never_calls_label_studio(tmp_path: Path) -> None:
 
     env.loop = LoopService(env.store, no_gateway, env.rounds, InlineDispatcher(), env.settings)
     project = env.loop.create_project(cls_spec(label_studio=False))
-    assert project.integration == {}
+    assert env.store.get_link(project.id) is None
     report = env.loop.import_items(project.id, cls_items(6))
     assert report["added"] == 6 and report["ls_tasks"] == 0
     rnd = env.loop.request_round(project.id)
@@ -401,7 +400,7 @@ def test_without_public_url_no_backend_is_connected(tmp_path: Path, caplog: pyte
     with caplog.at_level(logging.WARNING):
         project = env.loop.create_project(cls_spec())
     assert "connect_ml_backend" not in env.gw.calls
-    assert project.integration["ml_backend"] == {"status": "not configured"}
+    assert env.store.get_link(project.id).ml_backend == {"status": "not configured"}
     assert "AL_LOOP_PUBLIC_URL" in caplog.text
 
 
@@ -418,9 +417,9 @@ def test_backend_connection_failure_is_recorded_and_retried_by_reconcile(env: Si
 
     monkeypatch.setattr(env.gw, "connect_ml_backend", flaky)
     project = env.loop.create_project(cls_spec())
-    assert project.integration["ml_backend"]["status"] == "failed"
+    assert env.store.get_link(project.id).ml_backend["status"] == "failed"
     env.loop.reconcile(project.id)
-    assert env.store.get_project(project.id).integration["ml_backend"]["status"] == "connected"
+    assert env.store.get_link(project.id).ml_backend["status"] == "connected"
     env.loop.reconcile(project.id)
     assert len(attempts) == 2  # connected once, never again
 
@@ -432,13 +431,13 @@ def test_reconcile_reconnects_the_backend_when_the_public_url_changed(env: Simpl
     env.loop.settings = dataclasses.replace(env.loop.settings, public_url="http://127.0.0.1:9999")
     env.loop.reconcile(project.id)
     assert env.gw.calls.count("connect_ml_backend") == 2
-    assert env.store.get_project(project.id).integration["ml_backend"]["url"] == "http://127.0.0.1:9999"
+    assert env.store.get_link(project.id).ml_backend["url"] == "http://127.0.0.1:9999"
 
 
 # ---------------------------------------------------------------------------- import
 def test_import_creates_tasks_with_item_ids_and_is_idempotent(env: SimpleNamespace) -> None:
     project = env.loop.create_project(cls_spec())
-    ls_id = project.integration["ls_project_id"]
+    ls_id = env.store.get_link(project.id).ls_project_id
     report = env.loop.import_items(project.id, cls_items(10))
     assert report["added"] == 10 and report["ls_tasks"] == 10
     tasks = [t for t in env.gw.tasks.values() if t["project"] == ls_id]
@@ -557,6 +556,36 @@ def test_unknown_label_is_rejected_listed_and_other_labels_kept(cls_project: Sim
     assert env.loop.status(pid)["rejected_total"] == 1
 
 
+def test_concurrent_ingest_never_loses_a_rejection(cls_project: SimpleNamespace) -> None:
+    """Bursts of bad-label webhooks ingested by several threads at once: every rejection is counted."""
+    import threading
+
+    env = cls_project
+    pid, gw = env.project.id, env.gw
+    bursts = [[gw.annotate(gw.task_of(env.ls_id, f"i{n % 20}"), choice(f"bad{n}")) for n in range(40)]
+              for _ in range(3)]
+    for burst, bodies in enumerate([*bursts, bursts[0]]):  # three bursts, then the first one redelivered
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def ingest(chunk: list[dict[str, Any]]) -> None:
+            start.wait()
+            for body in chunk:
+                try:
+                    assert env.loop.handle_event(pid, body)["outcomes"] == {"rejected": 1}
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=ingest, args=(bodies[i::8],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert env.loop.status(pid)["rejected_total"] == 40 * min(burst + 1, 3), burst  # redelivery adds nothing
+    assert len(env.loop.status(pid)["rejected"]) == 20  # the newest 20 are listed
+
+
 def test_label_added_in_label_studio_but_not_in_project_is_rejected(cls_project: SimpleNamespace) -> None:
     env = cls_project
     # the annotator's config grew a label; al-loop's schema did not
@@ -621,7 +650,8 @@ def test_project_updated_with_other_labels_is_flagged(cls_project: SimpleNamespa
     env.loop.handle_event(env.project.id, {"action": "PROJECT_UPDATED", "project": {"id": env.ls_id,
                                                                                      "label_config": same}})
     project = env.store.get_project(env.project.id)
-    assert project.integration["ls_label_config"] == same and project.integration["config_warning"] is None
+    link = env.store.get_link(project.id)
+    assert link.label_config == same and link.config_warning is None
     body = env.gw.annotate(env.gw.task_of(env.ls_id, "i0"), choice("pos", from_name="sentiment"))
     assert env.loop.handle_event(env.project.id, body)["outcomes"] == {"created": 1}
 
@@ -757,7 +787,7 @@ def test_label_studio_down_during_push_keeps_round_and_retry_succeeds(cls_projec
 def test_interrupted_push_resumes_without_duplicates(cls_project: SimpleNamespace, monkeypatch: pytest.MonkeyPatch,
                                                      failure: str) -> None:
     env = cls_project
-    monkeypatch.setattr(loop_module, "PREDICTION_CHUNK", 6)
+    monkeypatch.setattr(publishing, "PREDICTION_CHUNK", 6)
     env.gw.fail_prediction_imports = ["ok", failure]
     rnd = env.loop.request_round(env.project.id)
     assert env.store.get_round(rnd.id).push_status == "failed"
@@ -976,6 +1006,6 @@ def test_a_crashing_reconcile_does_not_block_the_round(cls_project: SimpleNamesp
 def test_label_studio_titles_fit_its_limits(env: SimpleNamespace) -> None:
     short = env.loop.create_project(cls_spec(name="ab"))
     long = env.loop.create_project(cls_spec(name="x" * 120))
-    assert env.gw.projects[short.integration["ls_project_id"]]["title"] == "al-loop ab"
-    assert env.gw.projects[long.integration["ls_project_id"]]["title"] == "x" * 50
+    assert env.gw.projects[env.store.get_link(short.id).ls_project_id]["title"] == "al-loop ab"
+    assert env.gw.projects[env.store.get_link(long.id).ls_project_id]["title"] == "x" * 50
     assert long.name == "x" * 120

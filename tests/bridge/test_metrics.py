@@ -12,8 +12,8 @@ from al_loop.store import Store
 from annotator_bridge.monitoring import StaticQueueProbe
 from annotator_bridge.settings import Settings
 from annotator_bridge.web import create_app
+from annotator_bridge.web.context import set_queue_probe
 from annotator_bridge.web.metrics import count_labels, observe_webhook, scrape
-from annotator_bridge.web.register import set_queue_probe
 from tests.bridge.monitoring_data import build_live_project
 
 TOKEN = "metrics-test-token"

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 
-import al_loop.rounds  # noqa: F401  (import the rounds package before the store)
 from al_loop.store import Store
 from annotator_bridge.cli import main
 from annotator_bridge.commands import status as status_cmd

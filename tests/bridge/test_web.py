@@ -236,7 +236,7 @@ def test_predict_ner_spans_match_the_text(tmp_path: Path) -> None:
     web = build(tmp_path)
     project = web.loop.create_project({"name": "ner", "task": "ner", "labels": ["Disease"], "strategy": "mnlp",
                                        "batch_size": 2, "seed_size": 3})
-    ls_id = project.integration["ls_project_id"]
+    ls_id = web.store.get_link(project.id).ls_project_id
     texts = [f"patients with cancer type {i} and flu" for i in range(8)]
     web.loop.import_items(project.id, [Example(ItemId(f"n{i}"), t) for i, t in enumerate(texts)])
     r0 = web.loop.request_round(project.id)
@@ -284,7 +284,7 @@ def test_webhook_without_configured_secret_accepts_and_warns_once(tmp_path: Path
     client = create_app(env.settings, loop=env.loop).test_client()
     project = env.loop.create_project(cls_spec())
     env.loop.import_items(project.id, cls_items(3))
-    ls_id = project.integration["ls_project_id"]
+    ls_id = env.store.get_link(project.id).ls_project_id
     with caplog.at_level(logging.WARNING):
         for item in ("i0", "i1"):
             body = env.gw.annotate(env.gw.task_of(ls_id, item), choice("pos"))
@@ -352,7 +352,7 @@ def test_default_app_acks_webhooks_before_the_work_is_done(tmp_path: Path) -> No
     env = make_env(tmp_path, extra_env={"AL_LOOP_API_TOKEN": TOKEN})
     project = env.loop.create_project(cls_spec())
     env.loop.import_items(project.id, cls_items(3))
-    ls_id = project.integration["ls_project_id"]
+    ls_id = env.store.get_link(project.id).ls_project_id
     app = create_app(env.settings, store=env.store)  # no dispatcher: background thread
     services = app.extensions["al_loop"]
     services.loop._gateway = env.gw
@@ -553,8 +553,8 @@ def test_web_process_never_imports_torch(tmp_path: Path) -> None:
         codes["round"] = client.post("/api/projects/1/rounds", headers=auth).status_code
         codes["status"] = client.get("/api/projects/1/status", headers=auth).status_code
         schema = LabelSchema.build("classification", ["a", "b"])
-        p = store.create_project("linked", schema, integration={{"ls_project_id": 5,
-                                 "ls_label_config": build_label_config(schema)}})
+        p = store.create_project("linked", schema, ls_project_id=5,
+                                 link={{"label_config": build_label_config(schema)}})
         store.add_items(p.id, [Example(ItemId("k1"), "some text")])
         store.set_ext_task_ids(p.id, {{"k1": 11}})
         codes["setup"] = client.post("/setup", json={{"project": "5.123"}}).status_code

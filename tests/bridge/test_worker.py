@@ -193,7 +193,7 @@ def test_run_round_task_retries_on_conflict(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(task, "retry", fake_retry)
     with pytest.raises(_Retry):
         task.run(pid, rid)
-    assert retries and 0 < retries[0]["countdown"] < app.al_loop_settings.visibility_timeout
+    assert retries and 0 < retries[0]["countdown"] < app.conf.al_loop_settings.visibility_timeout
     services.store.dispose()
 
 
@@ -361,7 +361,7 @@ def test_a_ingest_event_round_trips_through_redis(shared_env: Services, shared_d
     wait_until(lambda: _broker_idle(svc.settings.broker_url), 30, 0.1, "the queue to drain")
     assert len(recorded()) == 1
     # the dashboard's probe sees both queues and both workers
-    from annotator_bridge.worker.dispatcher import CeleryQueueProbe
+    from annotator_bridge.worker.probe import CeleryQueueProbe
 
     probe = CeleryQueueProbe(svc.app, timeout=2.0)
     assert probe.depth() == {"default": 0, "train": 0}
@@ -454,7 +454,7 @@ def test_filesystem_broker_without_redis_round_trips(tmp_path: Path, shared_data
         wait_until(lambda: [r for r in svc.store.label_records(pid) if r.annotation_key == "ls:7"], 30, 0.01,
                    "the label to land in the DB")
         print(f"\n[worker] filesystem broker ingest round trip: {(time.monotonic() - t0) * 1000:.0f} ms")
-        from annotator_bridge.worker.dispatcher import CeleryQueueProbe
+        from annotator_bridge.worker.probe import CeleryQueueProbe
 
         assert CeleryQueueProbe(svc.app).depth() == {"default": 0, "train": 0}
         assert not (REPO / "control").exists() and (svc.settings.broker_dir / "control").is_dir()

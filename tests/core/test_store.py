@@ -28,8 +28,107 @@ def test_project_round_trip_and_unique_name(store: Store) -> None:
         _cls_project(store)
     with pytest.raises(NotFoundError):
         store.get_project(999)
-    store.update_project(p.id, integration={"ls_project_id": 7})
-    assert store.find_project("ls_project_id", 7).id == p.id
+    assert store.get_link(p.id) is None
+
+
+def test_label_studio_link_is_a_typed_record(store: Store) -> None:
+    p = store.create_project("linked", LabelSchema.build("classification", ["pos", "neg"]), ls_project_id=7,
+                             link={"url": "http://ls", "label_config": "<View/>", "attached": True})
+    link = store.get_link(p.id)
+    assert (link.ls_project_id, link.url, link.attached, link.needs_reconcile) == (7, "http://ls", True, False)
+    assert store.find_link(7).project_id == p.id and store.find_link(8) is None
+    link = store.update_link(p.id, needs_reconcile=True, ml_backend_status="connected", ml_backend_url="http://x",
+                             ml_backend_id=3)
+    assert link.needs_reconcile and link.ml_backend == {"status": "connected", "url": "http://x", "id": 3}
+    with pytest.raises(AttributeError):
+        store.update_link(p.id, rejected=[])
+    with pytest.raises(ConflictError):  # one al-loop project per Label Studio project
+        store.create_project("again", p.schema, ls_project_id=7)
+    assert [q.name for q in store.list_projects()] == ["linked"]
+    with pytest.raises(NotFoundError):
+        store.update_link(_cls_project(store).id, needs_reconcile=True)
+
+
+def test_rejected_annotations_are_rows_deduplicated_by_version(store: Store) -> None:
+    p = _cls_project(store)
+    args = {"task_id": 1, "item_id": "a", "error_type": "UnknownLabelError", "error": "unknown label 'x'"}
+    assert store.reject_annotation(p.id, annotation_id=5, updated_at="t1", **args)
+    assert not store.reject_annotation(p.id, annotation_id=5, updated_at="t1", **args)  # redelivered
+    assert store.reject_annotation(p.id, annotation_id=5, updated_at="t2", **args)
+    assert store.reject_annotation(p.id, annotation_id=6, updated_at=None, **args)
+    assert not store.reject_annotation(p.id, annotation_id=6, updated_at=None, **args)
+    assert store.count_rejected(p.id) == 3
+    rows = store.rejected_annotations(p.id, limit=2)
+    assert [(r.annotation_id, r.updated_at) for r in rows] == [(5, "t2"), (6, None)]
+    assert rows[0].to_dict()["type"] == "UnknownLabelError"
+
+
+def test_concurrent_rejections_are_never_lost(store: Store) -> None:
+    """Threads rejecting annotations at once (as concurrent ingest does) each leave their row."""
+    import threading
+
+    p = _cls_project(store)
+    start = threading.Barrier(8)
+
+    def reject(worker: int) -> None:
+        start.wait()
+        for i in range(15):
+            store.reject_annotation(p.id, annotation_id=worker * 100 + i, task_id=None, item_id=None,
+                                    updated_at="t", error_type="E", error="bad")
+
+    threads = [threading.Thread(target=reject, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count_rejected(p.id) == 8 * 15
+
+
+def test_statuses_are_enums_on_the_records(store: Store) -> None:
+    from al_loop.states import PushStatus, RoundPhase, VersionStatus
+
+    p = _cls_project(store)
+    r = store.create_round(p.id, trigger="api", strategy="random", batch_size=5, seed=1)
+    assert r.status is RoundStatus.PENDING and r.phase is RoundPhase.QUEUED and r.push_status is PushStatus.NONE
+    with pytest.raises(InvalidTransitionError):
+        store.update_round(r.id, push_status="done")  # nothing to push before the round succeeded
+    with pytest.raises(ValueError):
+        store.update_round(r.id, phase="nap")
+    v = store.add_version(p.id, name="v", round_id=None, base_model="m", schema=p.schema, metrics={},
+                          train_report={}, artifact_path="/a")
+    assert v.status is VersionStatus.CANDIDATE
+
+
+def test_simulations_are_kept_per_project(store: Store) -> None:
+    p = _cls_project(store)
+    sid = store.add_simulation(p.id, "sim", [{"strategy": "random", "round": 0, "labels": 10, "score": 0.5}])
+    assert [s["id"] for s in store.list_simulations(p.id)] == [sid]
+    with pytest.raises(NotFoundError):
+        store.add_simulation(999, "sim", [])
+
+
+def test_legacy_integration_column_is_migrated(tmp_path) -> None:
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    Store(f"sqlite:///{path}").dispose()
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE projects ADD COLUMN integration JSON")
+    con.execute("INSERT INTO projects (name, task, labels, multi_label, base_model, loop_config, training_config, "
+                "integration, created_at) VALUES ('old', 'classification', '[\"a\", \"b\"]', 0, 'default', '{}', "
+                "'{}', ?, '2026-01-01 00:00:00')",
+                (json.dumps({"ls_project_id": 4, "ls_attached": True, "ml_backend": {"status": "connected", "url": "u",
+                             "id": 2}, "rejected": [{"annotation_id": 9, "updated_at": "t", "type": "E",
+                                                     "error": "bad"}]}),))
+    con.commit()
+    con.close()
+    store = Store(f"sqlite:///{path}")
+    pid = store.list_projects()[0].id
+    link = store.get_link(pid)
+    assert link.ls_project_id == 4 and link.attached and link.ml_backend == {"status": "connected", "url": "u", "id": 2}
+    assert store.count_rejected(pid) == 1
+    store.create_project("new", LabelSchema.build("classification", ["a", "b"]))  # the old column is gone
 
 
 def test_add_items_is_idempotent_and_reports_duplicate_texts(store: Store) -> None:
@@ -86,7 +185,7 @@ def test_ner_labels_round_trip(store: Store) -> None:
 def test_one_active_round_per_project_and_claiming(store: Store) -> None:
     p = _cls_project(store)
     r0 = store.create_round(p.id, trigger="api", strategy="random", batch_size=5, seed=1)
-    assert r0.index == 0 and r0.status == "pending"
+    assert r0.index == 0 and r0.status is RoundStatus.PENDING
     with pytest.raises(ConflictError):
         store.create_round(p.id, trigger="api", strategy="random", batch_size=5, seed=1)
     claimed = store.claim_round(r0.id, "w1", timedelta(minutes=5))

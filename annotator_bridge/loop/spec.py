@@ -1,0 +1,165 @@
+"""What a new project is made of: ``ProjectSpec`` (the create spec, validated) and API items -> Examples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from al_loop.config import LoopConfig, TrainingConfig, config_from_dict
+from al_loop.data.schema import LabelSchema
+from al_loop.errors import ConfigError, DataFormatError
+from al_loop.types import Example, ItemId, Span, TaskKind
+
+LOOP_KEYS = ("strategy", "batch_size", "seed_size", "retrain_every", "cold_start", "promote", "max_pool_scored", "seed")
+SPEC_KEYS = frozenset({"name", "task", "labels", "multi_label", "base_model", "training", "loop", "label_studio",
+                       *LOOP_KEYS})
+LS_SPEC_KEYS = frozenset({"project_id", "title", "description"})
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """What ``create_project`` builds.
+
+    ``label_studio``: ``None`` = no Label Studio project (local/API-only); ``{"project_id": n}``
+    = attach to an existing Label Studio project (task, labels and multi_label come from its
+    label config; when given here they must agree); otherwise a new Label Studio project is
+    created (``title`` defaults to ``name``, optional ``description``).
+    """
+
+    name: str
+    task: TaskKind | None = None
+    labels: tuple[str, ...] | None = None
+    multi_label: bool | None = None
+    base_model: str = "default"
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    label_studio: dict[str, Any] | None = field(default_factory=dict)
+
+    @property
+    def attach_to(self) -> int | None:
+        return None if self.label_studio is None else self.label_studio.get("project_id")
+
+    def schema(self) -> LabelSchema:
+        """The schema of a new project (SchemaError/ConfigError when task or labels are missing)."""
+        if self.task is None:
+            raise ConfigError("the project spec needs 'task' ('ner' or 'classification')")
+        if not self.labels:
+            raise ConfigError("the project spec needs 'labels' (a list of label names) unless it attaches to an "
+                              "existing Label Studio project")
+        return LabelSchema.build(self.task, self.labels, bool(self.multi_label))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProjectSpec:
+        """Validate a JSON spec; ConfigError names the offending key."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("the project spec must be a JSON object")
+        unknown = sorted(set(data) - SPEC_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown project spec keys: {', '.join(unknown)}; "
+                              f"allowed: {', '.join(sorted(SPEC_KEYS))}")
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise ConfigError("'name' must be a non-empty string of at most 200 characters")
+        task: TaskKind | None = None
+        if data.get("task") is not None:
+            try:
+                task = TaskKind(data["task"])
+            except ValueError:
+                raise ConfigError(f"'task' must be 'ner' or 'classification', got {data['task']!r}") from None
+        labels = data.get("labels")
+        if labels is not None:
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise ConfigError("'labels' must be a list of strings")
+            labels = tuple(labels)
+        multi = data.get("multi_label")
+        if multi is not None and not isinstance(multi, bool):
+            raise ConfigError("'multi_label' must be true or false")
+        base_model = data.get("base_model", "default")
+        if not isinstance(base_model, str) or not base_model.strip():
+            raise ConfigError("'base_model' must be a non-empty string")
+        loop_dict = data.get("loop") or {}
+        if not isinstance(loop_dict, Mapping):
+            raise ConfigError("'loop' must be an object")
+        loop_dict = {**loop_dict, **{k: data[k] for k in LOOP_KEYS if k in data}}
+        training_dict = data.get("training") or {}
+        if not isinstance(training_dict, Mapping):
+            raise ConfigError("'training' must be an object of TrainingConfig fields")
+        try:
+            loop = config_from_dict(LoopConfig, dict(loop_dict))
+            training = config_from_dict(TrainingConfig, dict(training_dict))
+        except TypeError as exc:
+            raise ConfigError(f"invalid loop/training settings: {exc}") from None
+        ls = data.get("label_studio", {})
+        if ls is False or ls is None:
+            ls_dict: dict[str, Any] | None = None
+        elif ls is True:
+            ls_dict = {}
+        elif isinstance(ls, Mapping):
+            bad = sorted(set(ls) - LS_SPEC_KEYS)
+            if bad:
+                raise ConfigError(f"unknown label_studio keys: {', '.join(bad)}; allowed: project_id, title, "
+                                  "description")
+            ls_dict = dict(ls)
+            pid = ls_dict.get("project_id")
+            if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid < 1):
+                raise ConfigError("label_studio.project_id must be a positive integer (an existing project's id)")
+            for key in ("title", "description"):
+                if key in ls_dict and not isinstance(ls_dict[key], str):
+                    raise ConfigError(f"label_studio.{key} must be a string")
+        else:
+            raise ConfigError("'label_studio' must be an object ({'project_id': n} to attach), true or false")
+        return cls(name=name.strip(), task=task, labels=labels, multi_label=multi, base_model=base_model.strip(),
+                   loop=loop, training=training, label_studio=ls_dict)
+
+
+def examples_from_records(records: Sequence[Any], task: TaskKind) -> list[Example]:
+    """API items -> Examples. Each record: ``{"id", "text"}`` plus optional gold fields.
+
+    NER: ``"spans": [{"start", "end", "label"}]`` (character offsets, end-exclusive).
+    Classification: ``"label": "x"`` or ``"labels": ["x", ...]`` (multi-label).
+    DataFormatError names the record (0-based index) for anything malformed.
+    """
+    out: list[Example] = []
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping):
+            raise DataFormatError(f"item {i}: must be an object with 'id' and 'text'")
+        item_id = r.get("id", r.get("item_id"))
+        if isinstance(item_id, bool) or not isinstance(item_id, str | int) or str(item_id).strip() == "":
+            raise DataFormatError(f"item {i}: 'id' must be a non-empty string or integer")
+        text = r.get("text")
+        if not isinstance(text, str):
+            raise DataFormatError(f"item {i} ({item_id}): 'text' must be a string")
+        spans: tuple[Span, ...] | None = None
+        labels: tuple[str, ...] | None = None
+        if r.get("spans") is not None:
+            if task is not TaskKind.NER:
+                raise DataFormatError(f"item {i} ({item_id}): 'spans' are for NER projects")
+            raw = r["spans"]
+            if not isinstance(raw, list):
+                raise DataFormatError(f"item {i} ({item_id}): 'spans' must be a list of {{start, end, label}}")
+            parsed = []
+            for s in raw:
+                if not isinstance(s, Mapping) or not {"start", "end", "label"} <= set(s):
+                    raise DataFormatError(f"item {i} ({item_id}): each span needs start, end and label")
+                if any(isinstance(s[k], bool) or not isinstance(s[k], int) for k in ("start", "end")) \
+                        or not isinstance(s["label"], str):
+                    raise DataFormatError(f"item {i} ({item_id}): span start/end must be integers, label a string")
+                parsed.append(Span(s["start"], s["end"], s["label"]))
+            spans = tuple(parsed)
+        for key in ("label", "labels"):
+            if r.get(key) is None:
+                continue
+            if task is not TaskKind.CLASSIFICATION:
+                raise DataFormatError(f"item {i} ({item_id}): '{key}' is for classification projects; NER uses "
+                                      "'spans'")
+            value = r[key]
+            values = [value] if isinstance(value, str) else value
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise DataFormatError(f"item {i} ({item_id}): '{key}' must be a string or a list of strings")
+            labels = tuple(values)
+        out.append(Example(ItemId(str(item_id)), text, spans=spans, labels=labels))
+    return out
+
+
+__all__ = ["ProjectSpec", "examples_from_records"]
