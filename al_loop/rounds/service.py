@@ -21,6 +21,7 @@ import numpy as np
 from al_loop.config import TrainingConfig
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import AlLoopError, ConflictError, NotFoundError
+from al_loop.rounds.learning import fit_round_model
 from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
 from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
 from al_loop.store.repository import Store, utcnow
@@ -58,9 +59,9 @@ class ModelFactory(Protocol):
 
 def default_model_factory() -> ModelFactory:
     """The transformers-backed factory (imports torch lazily, on first use)."""
-    from al_loop.models import TextModel
+    from al_loop.models.learners import Learners
 
-    return TextModel  # type: ignore[return-value]
+    return Learners  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -235,34 +236,50 @@ class RoundService:
             tag = cold_version_tag(rnd.index, schema)
             timings["select"] = time.perf_counter() - t0
         else:
-            # 2. train
+            # 2. train (the learner is chosen on held-out labels, never on the test split)
             heart.phase(RoundPhase.TRAIN, 0.05)
             t0 = time.perf_counter()
+            versions = self.store.list_versions(project.id)
             promoted = self.store.promoted_version(project.id)
             init_from = (
                 promoted.artifact_path if (training.warm_start and promoted and promoted.artifact_path) else None
             )
-            model = self.factory.create(schema, project.base_model, training, init_from=init_from)
-            fit_report = model.fit(labelled, progress=lambda f: heart.progress(0.05 + 0.7 * f))
-            train_report = _as_dict(fit_report)
+            test = self.store.test_examples(project.id)
+            fitted = fit_round_model(
+                self.factory,
+                schema,
+                project.base_model,
+                training,
+                labelled,
+                previous_report=versions[-1].train_report if versions else None,
+                need_estimate=not test,
+                init_from=init_from,
+                progress=lambda f: heart.progress(0.05 + 0.7 * f),
+            )
+            model = fitted.model
+            train_report = fitted.report
             timings["train"] = time.perf_counter() - t0
 
             # 3. evaluate
             heart.phase(RoundPhase.EVALUATE, 0.76)
             t0 = time.perf_counter()
-            test = self.store.test_examples(project.id)
             if test:
                 metrics = dict(model.evaluate(test))
                 metrics["eval_set"] = f"test ({len(test)})"
+            elif fitted.holdout_score is not None:
+                metrics = {
+                    "score": fitted.holdout_score,
+                    "eval_set": f"held-out labels ({len(fitted.holdout)} of {len(labelled)})",
+                }
             else:
-                val = train_report.get("val_score")
-                metrics = {"score": val, "eval_set": "validation split" if val is not None else "none"}
+                metrics = {"score": None, "eval_set": "none"}
+            metrics["learner"] = train_report.get("learner", "")
             timings["evaluate"] = time.perf_counter() - t0
 
             # 4. publish
             heart.phase(RoundPhase.PUBLISH, 0.8)
             t0 = time.perf_counter()
-            version = self._publish(project, rnd, model, metrics, train_report)
+            version = self._publish(project, rnd, model, metrics, train_report, test or fitted.holdout)
             tag = version.name
             timings["publish"] = time.perf_counter() - t0
 
@@ -326,7 +343,13 @@ class RoundService:
         )
 
     def _publish(
-        self, project: Project, rnd: Round, model: TrainedModel, metrics: dict[str, Any], train_report: dict[str, Any]
+        self,
+        project: Project,
+        rnd: Round,
+        model: TrainedModel,
+        metrics: dict[str, Any],
+        train_report: dict[str, Any],
+        evaluation: Sequence[Example] = (),
     ) -> ModelVersion:
         schema = project.schema
         name = version_name(rnd.index, schema)
@@ -347,11 +370,36 @@ class RoundService:
             artifact_path=path,
         )
         policy = project.loop.promote
-        better = previous is None or _score(metrics) >= _score(previous.metrics)
+        better = True
+        if policy == "if_better" and previous is not None:
+            better = self._not_worse(project, previous, metrics, evaluation)
         if policy == "always" or (policy == "if_better" and better):
             version = self.store.promote(project.id, version.id)
         self._prune(project.id)
         return version
+
+    def _not_worse(
+        self, project: Project, previous: ModelVersion, metrics: dict[str, Any], evaluation: Sequence[Example]
+    ) -> bool:
+        """``if_better``: the candidate's score is at least the promoted version's on the same examples.
+
+        ``evaluation`` is the test split (both models scored on it now) or, without one, the labels the
+        candidate's learner was scored on while held out; the promoted version is scored on them too
+        (it may have trained on some of them, which favours it: the candidate must beat it anyway).
+        Without evaluation examples, or when the promoted artifact cannot be loaded, the stored scores
+        are compared.
+        """
+        candidate = _score(metrics)
+        if evaluation and previous.artifact_path:
+            try:
+                old = self.factory.load(previous.artifact_path, project.training)
+                old_score = _score(dict(old.evaluate(list(evaluation))))
+            except AlLoopError as exc:
+                log.warning("cannot re-evaluate promoted version %s: %s", previous.name, exc)
+            else:
+                log.info("if_better: candidate %.4f vs promoted %s %.4f", candidate, previous.name, old_score)
+                return candidate >= old_score
+        return candidate >= _score(previous.metrics)
 
     def _prune(self, project_id: int) -> None:
         """Delete artifacts of old non-promoted versions beyond ``keep_artifacts`` (simulation)."""

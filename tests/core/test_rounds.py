@@ -218,7 +218,7 @@ def test_warm_start_uses_previous_artifact(tmp_path) -> None:
         "p",
         LabelSchema.build("classification", ["pos", "neg"]),
         loop=LoopConfig(strategy="entropy", batch_size=4, seed_size=6),
-        training=TrainingConfig(warm_start=True),
+        training=TrainingConfig(warm_start=True, learner="finetune"),
     )
     data = _cls_examples(30)
     store.add_items(p.id, data)

@@ -1,0 +1,160 @@
+"""Which learner a round trains, and its held-out score.
+
+``fit_round_model`` is the round's train step. With ``learner: auto`` it holds out
+``1 / holdout_folds`` of the labels (stratified by class for single-label
+classification, seeded), fits the light head and the fine-tuned transformer on the
+rest, scores both on the held-out labels and refits the winner on **all** labels.
+Fine-tuning must score strictly higher to win (the head is cheaper and steadier);
+after ``switch_after`` consecutive wins it is used without comparing (the streak
+is kept in the version's train report). The score a round reports when the project
+has no test split is the winner's held-out score (a model trained without those
+labels); it is never a score on training data. No validation split, no early
+stopping: every label is trained on, so a round never loses labels to a split.
+
+``learner: head`` / ``finetune`` train that learner only; they hold out labels only
+to score the round when ``need_estimate`` (no test split).
+
+Below ``min_holdout`` held-out labels no comparison is made: ``auto`` starts with the
+head (cheap and never collapses on a handful of labels) until the held-out part is
+large enough to compare.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from al_loop.config import TrainingConfig
+from al_loop.data.schema import LabelSchema
+from al_loop.types import Example, TaskKind
+
+log = logging.getLogger("al_loop.rounds")
+
+__all__ = ["FittedLearner", "fit_round_model", "holdout_split"]
+
+
+@dataclass
+class FittedLearner:
+    """The round's model (trained on every label), its report and the held-out evidence.
+
+    ``holdout``: the held-out labels (empty when none were held out); ``holdout_score``:
+    the chosen learner's score on them when trained without them (None when none).
+    """
+
+    model: Any
+    report: dict[str, Any]
+    holdout: list[Example] = field(default_factory=list)
+    holdout_score: float | None = None
+
+
+def holdout_split(
+    labelled: Sequence[Example], folds: int, seed: int, *, stratify: bool
+) -> tuple[list[Example], list[Example]]:
+    """Seeded split into (train, held out): about ``1 / folds`` held out; with ``stratify`` each class
+    (first label) gives its share, and a class with a single example stays in training."""
+    rng = np.random.default_rng([seed, len(labelled)])
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(labelled):
+        key = (ex.labels or ("",))[0] if stratify else ""
+        groups.setdefault(key, []).append(i)
+    held: list[int] = []
+    for key in sorted(groups):
+        idx = groups[key]
+        take = len(idx) // folds if stratify else round(len(idx) / folds)
+        if take:
+            held += [idx[int(j)] for j in rng.permutation(len(idx))[:take]]
+    held_set = set(held)
+    return [ex for i, ex in enumerate(labelled) if i not in held_set], [labelled[i] for i in sorted(held_set)]
+
+
+def _as_dict(report: Any) -> dict[str, Any]:
+    if is_dataclass(report) and not isinstance(report, type):
+        return asdict(report)
+    return dict(report or {})
+
+
+def _score(model: Any, examples: Sequence[Example]) -> float:
+    value = model.evaluate(examples).get("score")
+    return float(value) if isinstance(value, int | float) else float("-inf")
+
+
+def fit_round_model(
+    factory: Any,
+    schema: LabelSchema,
+    base_model: str,
+    config: TrainingConfig,
+    labelled: Sequence[Example],
+    *,
+    previous_report: dict[str, Any] | None = None,
+    need_estimate: bool = True,
+    init_from: str | Path | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> FittedLearner:
+    """Train the round's model on ``labelled``; see the module docstring for the rule."""
+    labelled = list(labelled)
+    stratify = schema.task is TaskKind.CLASSIFICATION and not schema.multi_label
+    train, held = holdout_split(labelled, config.holdout_folds, config.seed, stratify=stratify)
+    enough = len(held) >= config.min_holdout and len(train) > 0
+    streak = int((previous_report or {}).get("auto", {}).get("finetune_streak", 0) or 0)
+    info: dict[str, Any] = {"n_labels": len(labelled)}
+    started = time.perf_counter()
+
+    def build(learner: str, warm: str | Path | None = None) -> Any:
+        return factory.create(schema, base_model, replace(config, learner=learner), init_from=warm)
+
+    def step(lo: float, hi: float) -> Callable[[float], None] | None:
+        if progress is None:
+            return None
+        return lambda f: progress(lo + (hi - lo) * f)
+
+    chosen = config.learner
+    held_score: float | None = None
+    if config.learner == "auto":
+        if streak >= config.switch_after:
+            chosen = "finetune"
+            info["reason"] = f"fine-tuning won {streak} comparisons in a row"
+        elif not enough:
+            chosen = "head"
+            info["reason"] = f"{len(held)} held-out labels are too few to compare (min_holdout {config.min_holdout})"
+        else:
+            t0 = time.perf_counter()
+            head = build("head")
+            head.fit(train)
+            head_score = _score(head, held)
+            t1 = time.perf_counter()
+            tuned = build("finetune")
+            tuned.fit(train, progress=step(0.0, 0.45))
+            tuned_score = _score(tuned, held)
+            t2 = time.perf_counter()
+            chosen = "finetune" if tuned_score > head_score else "head"
+            streak = streak + 1 if chosen == "finetune" else 0
+            held_score = max(head_score, tuned_score)
+            info["holdout"] = {
+                "n": len(held),
+                "head": round(head_score, 4),
+                "finetune": round(tuned_score, 4),
+                "head_seconds": round(t1 - t0, 3),
+                "finetune_seconds": round(t2 - t1, 3),
+            }
+            info["reason"] = f"held-out score head {head_score:.3f} vs fine-tuned {tuned_score:.3f}"
+        info["finetune_streak"] = streak if chosen == "finetune" else 0
+    if held_score is None and need_estimate and enough:
+        est = build(chosen)
+        est.fit(train, progress=step(0.0, 0.4) if chosen == "finetune" else None)
+        held_score = _score(est, held)
+    warm = init_from if chosen == "finetune" else None
+    model = build(chosen, warm)
+    fit_report = _as_dict(model.fit(labelled, progress=step(0.45 if held_score is not None else 0.0, 1.0)))
+    seconds = round(time.perf_counter() - started, 3)
+    report = {**fit_report, "learner": chosen, "auto": info, "round_fit_seconds": seconds}
+    if held_score is not None:
+        report["holdout_score"] = round(held_score, 6)
+        report["n_holdout"] = len(held)
+    log.info("round learner: %s (%s)", chosen, info.get("reason", config.learner))
+    return FittedLearner(model, report, held if held_score is not None else [], held_score)
