@@ -258,3 +258,45 @@ def _redact_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+# ------------------------------------------------------------------ the local stack and child processes
+def process_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of this process's environment (default ``os.environ``), for the children it starts.
+
+    ``al-loop up`` and the Label Studio harness start processes (Redis, Label Studio, workers,
+    the server) that inherit the environment with some variables replaced; they take it from here.
+    """
+    return dict(os.environ if environ is None else environ)
+
+
+@dataclass(frozen=True)
+class StackEnvironment:
+    """What ``al-loop up`` takes from its environment: values that override its own choices.
+
+    ``base`` is the environment its children inherit (every ``AL_LOOP_*`` and ``LABEL_STUDIO_*``
+    variable removed except ``AL_LOOP_SHARED_DATA``: the stack sets those itself). ``overrides``
+    are the al-loop variables a user set to replace the stack's defaults (database, artifacts,
+    secrets, visibility timeout, train queue); ``ls_username`` / ``ls_api_key`` replace the
+    Label Studio account's defaults.
+    """
+
+    home: Path | None = None
+    base: dict[str, str] = field(default_factory=dict, repr=False)
+    overrides: dict[str, str] = field(default_factory=dict, repr=False)
+    ls_username: str | None = None
+    ls_api_key: str | None = field(default=None, repr=False)
+
+    OVERRIDABLE = ("database_url", "artifacts_dir", "api_token", "webhook_secret", "visibility_timeout",
+                   "train_queue")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackEnvironment:
+        env = process_environment(environ)
+        base = {k: v for k, v in env.items()
+                if not k.startswith(("AL_LOOP_", "LABEL_STUDIO_")) or k == "AL_LOOP_SHARED_DATA"}
+        overrides = {ENV_NAMES[n]: env[ENV_NAMES[n]] for n in cls.OVERRIDABLE if env.get(ENV_NAMES[n])}
+        home = env.get(ENV_NAMES["home"])
+        return cls(home=Path(home) if home else None, base=base, overrides=overrides,
+                   ls_username=env.get("LABEL_STUDIO_USERNAME") or None,
+                   ls_api_key=env.get(ENV_NAMES["label_studio_api_key"]) or None)

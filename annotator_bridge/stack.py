@@ -55,6 +55,7 @@ from typing import Any, TextIO
 
 from al_loop.errors import AlLoopError
 from annotator_bridge.labelstudio.server import free_port, port_is_free
+from annotator_bridge.settings import StackEnvironment
 
 log = logging.getLogger("annotator_bridge.stack")
 
@@ -189,6 +190,8 @@ class StackConfig:
     ls_venv: Path | None = None
     startup_timeout: float = 600.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    environment: StackEnvironment = field(default_factory=StackEnvironment.from_env)
+    """What the environment of ``al-loop up`` overrides (read by ``annotator_bridge.settings``)."""
 
 
 class LocalStack:
@@ -225,7 +228,7 @@ class LocalStack:
         os.replace(tmp, path)
 
     def _secret(self, env_name: str, key: str, prefix: str) -> str:
-        value = os.environ.get(env_name) or self.state.get(key)
+        value = self.config.environment.overrides.get(env_name) or self.state.get(key)
         if not value:
             value = f"{prefix}-{secrets.token_hex(16)}"
         self.state[key] = value
@@ -287,7 +290,7 @@ class LocalStack:
         data.mkdir(exist_ok=True)
         self.redis = Child("redis-server", [exe, "--port", str(port), "--bind", self.config.host, "--save", "",
                                             "--appendonly", "yes", "--dir", str(data)],
-                           os.environ, self.home / "logs" / "redis.log").start()
+                           self.config.environment.base, self.home / "logs" / "redis.log").start()
         self.children.append(self.redis)
         self.broker_url = f"redis://{self.config.host}:{port}/0"
 
@@ -318,9 +321,9 @@ class LocalStack:
         if not (data / "label_studio.sqlite3").exists():
             self._say("label studio: creating its database (first run only, up to a minute) ...")
         port = self._port(self.config.ls_port, "ls_port", 8080, "Label Studio")
-        self.state.setdefault("ls_username", os.environ.get("LABEL_STUDIO_USERNAME") or DEFAULT_USERNAME)
+        self.state.setdefault("ls_username", self.config.environment.ls_username or DEFAULT_USERNAME)
         self.state.setdefault("ls_password", DEFAULT_PASSWORD)
-        self.state.setdefault("ls_token", os.environ.get("LABEL_STUDIO_API_KEY") or DEFAULT_USER_TOKEN)
+        self.state.setdefault("ls_token", self.config.environment.ls_api_key or DEFAULT_USER_TOKEN)
         server.start(data, port, host=self.config.host, username=self.state["ls_username"],
                      password=self.state["ls_password"], user_token=self.state["ls_token"],
                      timeout=self.config.startup_timeout, log_path=self.home / "logs" / "label-studio.log")
@@ -332,13 +335,13 @@ class LocalStack:
         api_port = self._port(self.config.api_port, "api_port", 8000, "the al-loop server")
         self.api_url = f"http://{self.config.host}:{api_port}"
         self._api_port = api_port
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AL_LOOP_", "LABEL_STUDIO_")) or k == "AL_LOOP_SHARED_DATA"}
+        given = self.config.environment.overrides
+        env = dict(self.config.environment.base)
         env.update({
             "AL_LOOP_HOME": str(self.home),
-            "AL_LOOP_DATABASE_URL": os.environ.get("AL_LOOP_DATABASE_URL") or f"sqlite:///{self.home / 'al-loop.db'}",
+            "AL_LOOP_DATABASE_URL": given.get("AL_LOOP_DATABASE_URL") or f"sqlite:///{self.home / 'al-loop.db'}",
             "AL_LOOP_BROKER_URL": self.broker_url,
-            "AL_LOOP_ARTIFACTS_DIR": os.environ.get("AL_LOOP_ARTIFACTS_DIR") or str(self.home / "artifacts"),
+            "AL_LOOP_ARTIFACTS_DIR": given.get("AL_LOOP_ARTIFACTS_DIR") or str(self.home / "artifacts"),
             "AL_LOOP_API_TOKEN": self._secret("AL_LOOP_API_TOKEN", "api_token", "al-loop"),
             "AL_LOOP_WEBHOOK_SECRET": self._secret("AL_LOOP_WEBHOOK_SECRET", "webhook_secret", "whsec"),
             "AL_LOOP_PUBLIC_URL": self.api_url,
@@ -348,8 +351,8 @@ class LocalStack:
             "TOKENIZERS_PARALLELISM": "false",
         })
         for name in ("AL_LOOP_VISIBILITY_TIMEOUT", "AL_LOOP_TRAIN_QUEUE"):
-            if os.environ.get(name):
-                env[name] = os.environ[name]
+            if given.get(name):
+                env[name] = given[name]
         env.update(self.config.extra_env)
         self.env = env
         self._save_state()

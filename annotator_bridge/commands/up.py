@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 
@@ -31,11 +30,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from annotator_bridge.settings import DEFAULT_HOME, ENV_NAMES
+    from annotator_bridge.settings import DEFAULT_HOME, StackEnvironment
     from annotator_bridge.stack import DEMO_SAMPLE, StackConfig, run
 
-    home = args.home or Path(os.environ.get(ENV_NAMES["home"]) or DEFAULT_HOME)
+    environment = StackEnvironment.from_env()
+    home = args.home or environment.home or Path(DEFAULT_HOME)
     config = StackConfig(
+        environment=environment,
         home=home.expanduser().absolute(),
         api_port=args.port,
         ls_port=args.ls_port,

@@ -49,6 +49,7 @@ from pathlib import Path
 from types import TracebackType
 
 from al_loop.errors import AlLoopError, ConfigError
+from annotator_bridge.settings import process_environment
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class LabelStudioServer:
 
     # ------------------------------------------------------------------ environment
     def _env(self, data_dir: Path, port: int | None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
+        env = {k: v for k, v in process_environment().items()
                if k not in _UNSET_ENV and not k.startswith(("LABEL_STUDIO_", "HEARTEX_"))}
         env.update({
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),

@@ -568,7 +568,8 @@ def test_concurrent_ingest_never_loses_a_rejection(cls_project: SimpleNamespace)
         start = threading.Barrier(8)
         errors: list[BaseException] = []
 
-        def ingest(chunk: list[dict[str, Any]]) -> None:
+        def ingest(chunk: list[dict[str, Any]], start: threading.Barrier = start,
+                   errors: list[BaseException] = errors) -> None:
             start.wait()
             for body in chunk:
                 try:

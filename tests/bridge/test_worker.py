@@ -11,6 +11,7 @@ duplicate round delivery is a no-op.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -367,6 +368,37 @@ def test_a_ingest_event_round_trips_through_redis(shared_env: Services, shared_d
     assert probe.depth() == {"default": 0, "train": 0}
     workers = probe.workers()
     assert sorted(q for w in workers for q in w["queues"]) == ["default", "train"], workers
+
+
+@pytest.mark.integration
+def test_status_command_shows_the_running_workers(shared_env: Services) -> None:
+    """`al-loop status` asks the real broker and the real workers (no probe is patched in)."""
+    svc = shared_env
+    res = subprocess.run([sys.executable, "-m", "annotator_bridge.cli", "status", "--json"], env=svc.env, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-3000:]
+    queues = json.loads(res.stdout)["queues"]
+    assert queues["available"] is True and queues["error"] is None, queues
+    assert set(queues["queues"]) == {"default", "train"}
+    assert sorted(q for w in queues["workers"] for q in w["queues"]) == ["default", "train"], queues
+    text = subprocess.run([sys.executable, "-m", "annotator_bridge.cli", "status"], env=svc.env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "workers (2):" in text and "queues waiting: default 0, train 0" in text, text
+
+
+@pytest.mark.integration
+def test_concurrent_rejections_through_the_real_worker(shared_env: Services, shared_data: Path) -> None:
+    """Bad-label webhooks ingested concurrently by the default worker's threads: every rejection is kept."""
+    svc = shared_env
+    pool = _trec(shared_data, 20, offset=40)
+    pid = _project(svc, "rejections", [], pool)
+    items = svc.store.get_items(pid)
+    for n in range(40):
+        svc.dispatcher.ingest_event(pid, _annotation_payload(pid, 5000 + n, items[n % len(items)], f"BAD{n}"))
+    wait_until(lambda: svc.store.count_rejected(pid) >= 40 and _broker_idle(svc.settings.broker_url), 60, 0.1,
+               "the rejections to be recorded")
+    assert svc.store.count_rejected(pid) == 40
+    assert svc.store.labelled_examples(pid) == []
 
 
 @pytest.mark.integration
