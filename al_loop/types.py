@@ -15,8 +15,6 @@ from enum import StrEnum
 from typing import NewType
 
 ItemId = NewType("ItemId", str)
-RoundId = NewType("RoundId", int)
-ProjectId = NewType("ProjectId", int)
 
 
 class TaskKind(StrEnum):

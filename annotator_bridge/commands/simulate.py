@@ -1,4 +1,9 @@
-"""``al-loop simulate``: compare strategies offline; a labelled data set plays the annotator."""
+"""``al-loop simulate``: compare strategies offline; a labelled data set plays the annotator.
+
+With ``--project ID`` the learning-curve points are also stored with that project of the
+al-loop database (``--db`` or ``AL_LOOP_DATABASE_URL``), and its dashboard draws them beneath
+the live curve.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ import json
 from pathlib import Path
 
 from al_loop.config import TrainingConfig
+from al_loop.errors import ConfigError
+from al_loop.store import Store
 from al_loop.types import TaskKind
+from annotator_bridge.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,11 +69,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--max-epochs", type=int, default=TrainingConfig.max_epochs)
     p.add_argument("--warm-start", action="store_true", help="continue from the previous round's model")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--project", type=int, default=None, metavar="ID",
+                   help="store the curves with this al-loop project (its dashboard overlays them on the live curve)")
+    p.add_argument("--db", default=None, metavar="URL",
+                   help="database of --project (default: from AL_LOOP_DATABASE_URL / AL_LOOP_HOME)")
     p.set_defaults(func=run)
 
 
+def _project_store(args: argparse.Namespace) -> Store | None:
+    """The store that gets the curves (``--project``), checked before the simulation runs."""
+    if args.project is None:
+        return None
+    store = Store(args.db or Settings.from_env().database_url)
+    project = store.get_project(args.project)  # NotFoundError: exit code 2 before any training
+    if project.task is not TaskKind(args.task):
+        store.dispose()
+        raise ConfigError(f"project {project.id} is a {project.task.value} project, the simulation is {args.task}")
+    return store
+
+
 def run(args: argparse.Namespace) -> int:
+    store = _project_store(args)
+    try:
+        return _run(args, store)
+    finally:
+        if store is not None:
+            store.dispose()
+
+
+def _run(args: argparse.Namespace, store: Store | None) -> int:
     from al_loop.simulate import SimulationSpec, run_simulation, write_outputs
+
 
     training = TrainingConfig(
         max_length=args.max_length,
@@ -107,4 +141,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}")
+    if store is not None:
+        name = f"{Path(args.train).name}: {', '.join(spec.strategies)}"
+        sim_id = store.add_simulation(args.project, name, result.points)
+        print(f"stored simulation {sim_id} with project {args.project} (dashboard learning curve)")
     return 0

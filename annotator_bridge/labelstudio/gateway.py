@@ -301,9 +301,6 @@ class LabelStudioGateway:
                 out.setdefault(ItemId(str(item)), int(t["id"]))
         return out
 
-    def get_task(self, task_id: int) -> dict[str, Any]:
-        return self._raw("GET", f"api/tasks/{int(task_id)}/")
-
     def import_tasks(self, project_id: int, items: Iterable[tuple[ItemId | str, str, Mapping[str, Any] | None]], *,
                      text_key: str = DEFAULT_TEXT_KEY, chunk_size: int = 500, skip_existing: bool = True,
                      verify: bool = False) -> dict[ItemId, int]:
@@ -494,7 +491,3 @@ class LabelStudioGateway:
         client = self._client(token)
         return _dump(self._call(f"annotation of task {task_id}",
                                 lambda: client.annotations.create(id=int(task_id), **body), idempotent=False))
-
-    def get_annotation(self, annotation_id: int) -> dict[str, Any]:
-        return _dump(self._call(f"read of annotation {annotation_id}",
-                                lambda: self.client.annotations.get(id=int(annotation_id))))

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 import pytest
 
-import al_loop.rounds  # noqa: F401  (import the rounds package before the store: see monitoring_data)
 from al_loop.config import LoopConfig
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import NotFoundError
@@ -102,6 +101,33 @@ def test_learning_curve_live_points_and_simulation_overlay(live) -> None:
     assert [p["labels"] for p in rnd] == [10, 20]  # the None score is dropped
     assert rnd[0]["score"] == pytest.approx(0.35) and rnd[0]["lo"] == pytest.approx(0.3)
     assert rnd[0]["hi"] == pytest.approx(0.4) and rnd[0]["n"] == 2
+
+
+def test_simulate_command_stores_the_overlay_the_dashboard_draws(tmp_path, monkeypatch, capsys) -> None:
+    """`al-loop simulate --project ID` keeps its curves with the project; the learning curve shows them."""
+    import al_loop.simulate
+    from annotator_bridge.cli import main
+    from tests.bridge.monitoring_data import cls_examples, write_jsonl
+
+    url = f"sqlite:///{tmp_path / 'al-loop.db'}"
+    store = Store(url)
+    live = build_live_project(store, tmp_path / "art", rounds=2)
+    train = write_jsonl(tmp_path / "train.jsonl", cls_examples(60, "t"))
+    test = write_jsonl(tmp_path / "test.jsonl", cls_examples(20, "e", offset=100))
+    real = al_loop.simulate.run_simulation
+    monkeypatch.setattr(al_loop.simulate, "run_simulation",
+                        lambda spec, progress=True: real(spec, model_factory=MetricModel, progress=False))
+    args = ["simulate", "--train", str(train), "--test", str(test), "--task", "classification", "--seed-size", "10",
+            "--batch-size", "10", "--rounds", "2", "--repeats", "1", "--out", str(tmp_path / "out"), "--no-progress",
+            "--db", url]
+    assert main([*args, "--project", "999"]) == 2  # checked before anything runs
+    assert "project 999 not found" in capsys.readouterr().err
+    assert main([*args, "--project", str(live.project_id)]) == 0
+    sim = monitoring.learning_curve(store, live.project_id)["simulation"]
+    assert sim is not None and sim["name"] == "train.jsonl: random, least_confidence"
+    assert [s["strategy"] for s in sim["series"]] == ["random", "least_confidence"]
+    assert all(len(s["points"]) >= 2 and s["points"][0]["labels"] < s["points"][-1]["labels"] for s in sim["series"])
+    store.dispose()
 
 
 def test_per_label_comparison_follows_promotion_and_rollback(live) -> None:
