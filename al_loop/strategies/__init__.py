@@ -8,10 +8,14 @@ contract every strategy meets.
 from __future__ import annotations
 
 from al_loop.strategies.base import (
+    CLASSIFICATION_ONLY,
     COLD_START_METHODS,
     EMBEDDING_STRATEGIES,
     NER_ONLY,
+    RANK_SCORED,
     STRATEGIES,
+    BadgeStrategy,
+    DedupedStrategy,
     InformationDensityStrategy,
     PoolView,
     RandomStrategy,
@@ -19,6 +23,7 @@ from al_loop.strategies.base import (
     Strategy,
     UncertaintyStrategy,
     cold_start,
+    dedupe_selection,
     make_strategy,
     measure_scores,
     priorities,
@@ -26,14 +31,20 @@ from al_loop.strategies.base import (
     rank_scores,
     strategies_for,
 )
+from al_loop.strategies.dedupe import DEFAULT_DEDUPE_THRESHOLD
 from al_loop.strategies.scores import EMPTY_SCORE
 
 __all__ = [
+    "CLASSIFICATION_ONLY",
     "COLD_START_METHODS",
+    "DEFAULT_DEDUPE_THRESHOLD",
     "EMBEDDING_STRATEGIES",
     "EMPTY_SCORE",
     "NER_ONLY",
+    "RANK_SCORED",
     "STRATEGIES",
+    "BadgeStrategy",
+    "DedupedStrategy",
     "InformationDensityStrategy",
     "PoolView",
     "RandomStrategy",
@@ -41,6 +52,7 @@ __all__ = [
     "Strategy",
     "UncertaintyStrategy",
     "cold_start",
+    "dedupe_selection",
     "make_strategy",
     "measure_scores",
     "priorities",

@@ -29,6 +29,17 @@ Scores by strategy (see :mod:`al_loop.strategies.scores` for formulas):
 - ``information_density``: ``uncertainty x density`` with modAL's
   ``information_density`` (mean ``1/(1+euclidean distance)`` to the pool);
   base uncertainty ``least_confidence``.
+- ``badge``: BADGE (Ash et al., ICLR 2020; :mod:`~al_loop.strategies.badge`),
+  classification only (single- and multi-label): k-means++ seeding over the
+  gradient embeddings ``(p - onehot(argmax p)) ⊗ h`` of a linear head on the
+  pool embeddings ``h`` (multi-label: ``p - [p >= 0.5]``), first the largest
+  gradient, then D² sampling through ``rng``. Scores are rank-derived ``1 - i/k``.
+
+Near-duplicates: ``make_strategy(name, task, dedupe_threshold=0.95)`` wraps
+any strategy in :class:`DedupedStrategy` (:mod:`~al_loop.strategies.dedupe`), which
+keeps items whose embeddings have cosine similarity ``>= threshold`` to an item
+already in the batch (or to a labelled item) out of the batch, filling from
+them only when too few others remain. Off by default (``None`` or 0).
 
 NER items without words always come last (score :data:`~al_loop.strategies.scores.EMPTY_SCORE`
 or, for rank-derived scores, after every item with words). Ties break at random
@@ -37,16 +48,17 @@ through ``rng``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from al_loop.errors import ConfigError, EmptyPoolError
-from al_loop.strategies import modal_adapter, scores
+from al_loop.strategies import badge, dedupe, modal_adapter, scores
 from al_loop.types import ItemId, Selection, TaskKind
 
 logger = logging.getLogger(__name__)
@@ -58,12 +70,16 @@ STRATEGIES: tuple[str, ...] = (
     "entropy",
     "ranked_batch",
     "information_density",
+    "badge",
     "mnlp",
     "mean_entropy",
     "max_entropy",
 )
 NER_ONLY: tuple[str, ...] = ("mnlp", "mean_entropy", "max_entropy")
-EMBEDDING_STRATEGIES: tuple[str, ...] = ("ranked_batch", "information_density")
+CLASSIFICATION_ONLY: tuple[str, ...] = ("badge",)
+EMBEDDING_STRATEGIES: tuple[str, ...] = ("ranked_batch", "information_density", "badge")
+RANK_SCORED: tuple[str, ...] = ("random", "ranked_batch", "badge")
+"""Strategies whose scores are rank-derived ``(k - i)/k`` (their order is the information)."""
 COLD_START_METHODS: tuple[str, ...] = ("random", "diversity")
 
 RngLike = np.random.Generator | int | None
@@ -336,22 +352,162 @@ class InformationDensityStrategy:
         return _selection(pool, idx, values[idx], self.name)
 
 
+@dataclass(frozen=True)
+class BadgeStrategy:
+    """BADGE (Ash et al., ICLR 2020): k-means++ over gradient embeddings of a linear head; classification only.
+
+    See :mod:`al_loop.strategies.badge`. Single-label pools use the softmax
+    gradient ``p - onehot(argmax p)``, multi-label pools the sigmoid one
+    ``p - [p >= 0.5]``; the features are ``pool.embeddings``. Labelled items are
+    not used (the original algorithm has no known set). Scores are rank-derived.
+    """
+
+    task: TaskKind = TaskKind.CLASSIFICATION
+    name: str = "badge"
+    needs_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task", _as_task(self.task))
+        if self.task is not TaskKind.CLASSIFICATION:
+            raise ConfigError(f"strategy {self.name!r} applies to classification only")
+
+    def select(self, pool: PoolView, n: int, rng: RngLike) -> Selection:
+        _check_request(pool, n)
+        gen = np.random.default_rng(rng)
+        emb = _require_embeddings(pool, self.name)
+        if pool.probs is None:
+            raise ValueError("a classification strategy needs pool.probs")
+        factors = badge.gradient_factors(scores._as_probs(pool.probs), pool.multi_label)
+        k = min(int(n), len(pool))
+        return _selection(pool, badge.kmeans_pp(factors, emb, k, gen), rank_scores(k), self.name)
+
+
+# ---------------------------------------------------------------- near-duplicate filter
+
+
+def _rows_of(pool: PoolView, ranking: Selection) -> np.ndarray:
+    index = {item_id: i for i, item_id in enumerate(pool.item_ids)}
+    try:
+        return np.fromiter((index[i] for i in ranking.item_ids), dtype=np.intp, count=len(ranking))
+    except KeyError as exc:
+        raise ValueError(f"the ranking holds {exc.args[0]!r}, which is not in the pool") from None
+
+
+def dedupe_selection(
+    pool: PoolView,
+    ranking: Selection,
+    n: int,
+    threshold: float | None = dedupe.DEFAULT_DEDUPE_THRESHOLD,
+    *,
+    against_labelled: bool = True,
+) -> Selection:
+    """The first ``min(n, len(ranking))`` items of ``ranking`` without near-duplicates among them or of labelled items.
+
+    ``ranking``: items of ``pool`` in rank order with non-increasing scores
+    (the strategy's full ranking, or a long enough prefix of it). Near-duplicate
+    = cosine similarity of ``pool.embeddings`` ``>= threshold`` to an item kept
+    before it or, with ``against_labelled``, to a row of ``pool.labelled_embeddings``.
+    Skipped items fill the batch in rank order when too few remain. Scores and
+    ``strategy`` are those of ``ranking`` (so they stay non-increasing). With
+    ``threshold`` 0/``None`` or without ``pool.embeddings`` this is the plain top ``n``.
+    See :mod:`~al_loop.strategies.dedupe`.
+    """
+    thr = dedupe.check_dedupe_threshold(threshold)
+    want = min(int(n), len(ranking))
+    if thr is None or pool.embeddings is None:
+        return Selection(ranking.item_ids[:want], ranking.scores[:want], ranking.strategy)
+    rows = _rows_of(pool, ranking)
+    labelled = pool.labelled_embeddings if against_labelled else None
+    positions = dedupe.fill_positions(dedupe.unique_prefix(pool.embeddings, rows, want, thr, labelled), len(rows), want)
+    return Selection(
+        tuple(ranking.item_ids[int(p)] for p in positions),
+        tuple(ranking.scores[int(p)] for p in positions),
+        ranking.strategy,
+    )
+
+
+@dataclass(frozen=True)
+class DedupedStrategy:
+    """``inner``'s selection with near-duplicates kept out of the batch (see :mod:`~al_loop.strategies.dedupe`).
+
+    ``name`` is the inner strategy's. ``needs_embeddings`` is True so the caller
+    fills ``PoolView.embeddings`` (and ``labelled_embeddings``); a pool without
+    embeddings is selected by ``inner`` unchanged. Rank-derived scores
+    (``random``, ``ranked_batch``, ``badge``) are re-derived for the batch, others
+    are the inner strategy's. Without near-duplicates the selection equals
+    ``inner``'s for the same ``rng`` (every registered strategy ranks prefix-consistently).
+    """
+
+    inner: Strategy
+    threshold: float = dedupe.DEFAULT_DEDUPE_THRESHOLD
+    against_labelled: bool = True
+    needs_embeddings: bool = field(default=True, init=False)
+
+    def __post_init__(self) -> None:
+        thr = dedupe.check_dedupe_threshold(self.threshold)
+        if thr is None:
+            raise ConfigError(
+                "DedupedStrategy needs a threshold in (0, 1]; select with the inner strategy for no filter"
+            )
+        object.__setattr__(self, "threshold", thr)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def select(self, pool: PoolView, n: int, rng: RngLike) -> Selection:
+        _check_request(pool, n)
+        gen = np.random.default_rng(rng)
+        if pool.embeddings is None:
+            return self.inner.select(pool, n, gen)
+        k = min(int(n), len(pool))
+        saved = copy.deepcopy(gen)
+        size = min(len(pool), k + k // 2 + 8)
+        attempt = gen
+        labelled = pool.labelled_embeddings if self.against_labelled else None
+        while True:
+            ranking = self.inner.select(pool, size, attempt)
+            rows = _rows_of(pool, ranking)
+            kept = dedupe.unique_prefix(pool.embeddings, rows, k, self.threshold, labelled)
+            if len(kept) >= k or size >= len(pool):
+                break
+            size = min(len(pool), 4 * size)
+            attempt = copy.deepcopy(saved)
+        positions = dedupe.fill_positions(kept, len(rows), k)
+        ids = tuple(ranking.item_ids[int(p)] for p in positions)
+        if self.inner.name in RANK_SCORED:
+            return Selection(ids, rank_scores(k), ranking.strategy)
+        return Selection(ids, tuple(ranking.scores[int(p)] for p in positions), ranking.strategy)
+
+
 # ---------------------------------------------------------------- registry
 
 
 def strategies_for(task: TaskKind | str) -> tuple[str, ...]:
     """The strategy names that apply to ``task``, in :data:`STRATEGIES` order."""
     task = _as_task(task)
-    return tuple(s for s in STRATEGIES if task is TaskKind.NER or s not in NER_ONLY)
+    excluded = CLASSIFICATION_ONLY if task is TaskKind.NER else NER_ONLY
+    return tuple(s for s in STRATEGIES if s not in excluded)
 
 
-def make_strategy(name: str, task: TaskKind | str) -> Strategy:
+def make_strategy(name: str, task: TaskKind | str, *, dedupe_threshold: float | None = None) -> Strategy:
     """The strategy called ``name`` for ``task``.
 
     :class:`~al_loop.errors.ConfigError` for an unknown name or one that does
     not apply to the task (``mnlp``, ``mean_entropy``, ``max_entropy`` are NER
-    only); the message lists the valid names.
+    only, ``badge`` is classification only); the message lists the valid names.
+
+    ``dedupe_threshold``: a cosine similarity in ``(0, 1]`` wraps the strategy in
+    :class:`DedupedStrategy` (near-duplicates kept
+    out of a batch; ``needs_embeddings`` becomes True, a pool without embeddings
+    is selected as without the filter); ``None`` or 0 (the default) = off.
     """
+    threshold = dedupe.check_dedupe_threshold(dedupe_threshold)
+    strategy = _make_plain_strategy(name, task)
+    return strategy if threshold is None else DedupedStrategy(strategy, threshold)
+
+
+def _make_plain_strategy(name: str, task: TaskKind | str) -> Strategy:
     kind = _as_task(task)
     valid = strategies_for(kind)
     if name not in STRATEGIES:
@@ -364,6 +520,8 @@ def make_strategy(name: str, task: TaskKind | str) -> Strategy:
         return RankedBatchStrategy(kind)
     if name == "information_density":
         return InformationDensityStrategy(kind)
+    if name == "badge":
+        return BadgeStrategy(kind)
     return UncertaintyStrategy(name, kind)
 
 

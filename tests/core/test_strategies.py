@@ -16,6 +16,7 @@ import pytest
 
 from al_loop.errors import ConfigError, EmptyPoolError
 from al_loop.strategies import (
+    CLASSIFICATION_ONLY,
     EMBEDDING_STRATEGIES,
     EMPTY_SCORE,
     NER_ONLY,
@@ -268,6 +269,113 @@ def test_information_density_prefers_dense_region_at_equal_uncertainty() -> None
     assert sel.item_ids[-1] == "item-6"
 
 
+def _badge_pool(seed: int) -> tuple[PoolView, np.ndarray, np.ndarray]:
+    """4 well separated clusters of 20; half of each cluster uncertain, half confident (p = 0.999).
+
+    Cluster 0 holds the most uncertain items (uniform probabilities), so a pure
+    uncertainty ranking takes its whole batch from cluster 0.
+    """
+    rng = np.random.default_rng(seed)
+    n_clusters, per, d = 4, 20, 16
+    emb = np.vstack([10.0 * np.eye(d)[c] + rng.normal(scale=0.3, size=(per, d)) for c in range(n_clusters)])
+    cluster = np.repeat(np.arange(n_clusters), per)
+    probs = np.full((len(emb), N_CLASSES), 0.001 / (N_CLASSES - 1))
+    probs[np.arange(len(emb)), rng.integers(0, N_CLASSES, len(emb))] = 0.999
+    uncertain = np.zeros(len(emb), dtype=bool)
+    for c in range(n_clusters):
+        rows = np.flatnonzero(cluster == c)[: per // 2]
+        uncertain[rows] = True
+        if c == 0:
+            probs[rows] = 1.0 / N_CLASSES
+        else:
+            top = np.eye(N_CLASSES)[rng.integers(0, N_CLASSES, len(rows))]
+            probs[rows] = 0.5 * rng.dirichlet(np.ones(N_CLASSES) * 2, size=len(rows)) + 0.5 * top
+    return PoolView(ids(len(emb)), probs=probs, embeddings=emb.astype(np.float32)), cluster, uncertain
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_badge_is_diverse_and_prefers_uncertain_items(seed: int) -> None:
+    pool, cluster, uncertain = _badge_pool(seed)
+    row = {item_id: i for i, item_id in enumerate(pool.item_ids)}
+    sel = make_strategy("badge", TaskKind.CLASSIFICATION).select(pool, 8, np.random.default_rng(seed))
+    check_selection(sel, pool, 8, "badge")
+    picked = np.array([row[i] for i in sel.item_ids])
+    assert cluster[picked[0]] == 0 and uncertain[picked[0]]  # the largest gradient comes first
+    assert len(set(cluster[picked].tolist())) >= 3, cluster[picked]
+    assert uncertain[picked].sum() >= 7, uncertain[picked]  # confident items collapse near 0: at most one
+    # the pool is built so that either property alone fails: uncertainty ranks cluster 0 only
+    margin = make_strategy("margin", TaskKind.CLASSIFICATION).select(pool, 8, np.random.default_rng(seed))
+    assert {int(cluster[row[i]]) for i in margin.item_ids} == {0}
+
+
+def test_badge_multilabel_prefers_undecided_labels_and_is_diverse() -> None:
+    pool, cluster, uncertain = _badge_pool(0)
+    assert pool.probs is not None and pool.embeddings is not None
+    multi = np.where(pool.probs > 0.5, 0.995, 0.005)
+    multi[uncertain] = np.random.default_rng(1).uniform(0.35, 0.65, size=(int(uncertain.sum()), N_CLASSES))
+    multi[uncertain & (cluster == 0)] = 0.5  # the largest gradients, all in cluster 0
+    mpool = PoolView(pool.item_ids, probs=multi, embeddings=pool.embeddings, multi_label=True)
+    row = {item_id: i for i, item_id in enumerate(pool.item_ids)}
+    for seed in range(4):
+        sel = make_strategy("badge", TaskKind.CLASSIFICATION).select(mpool, 8, np.random.default_rng(seed))
+        picked = np.array([row[i] for i in sel.item_ids])
+        assert uncertain[picked].sum() >= 7 and len(set(cluster[picked].tolist())) >= 3, (seed, picked)
+
+
+def test_badge_gradient_factors() -> None:
+    from al_loop.strategies import badge
+
+    np.testing.assert_allclose(
+        badge.gradient_factors(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])), [[-0.3, 0.2, 0.1], [0.1, 0.1, -0.2]]
+    )
+    np.testing.assert_allclose(badge.gradient_factors(np.array([[0.8, 0.3]]), multi_label=True), [[-0.2, 0.3]])
+
+
+def _reference_kmeans_pp(G: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
+    """k-means++ over explicit gradient embeddings, with the same draws as the factorised version."""
+    norm2 = (G**2).sum(axis=1)
+    out = [int(modal_adapter.top_n(norm2, 1, rng)[0])]
+    while len(out) < n:
+        d2 = np.min(((G[:, None, :] - G[None, out, :]) ** 2).sum(axis=2), axis=1)
+        d2[out] = 0.0
+        cumulative = np.cumsum(d2)
+        out.append(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_badge_factorised_distances_match_explicit_gradient_embeddings(seed: int) -> None:
+    from al_loop.strategies import badge
+
+    rng = np.random.default_rng(seed)
+    probs, h = rng.dirichlet(np.ones(5), size=60), rng.normal(size=(60, 7))
+    a = badge.gradient_factors(probs)
+    G = (a[:, :, None] * h[:, None, :]).reshape(60, -1)  # g_i = a_i (outer) h_i, flattened
+    got = badge.kmeans_pp(a, h, 15, np.random.default_rng(100 + seed))
+    assert got.tolist() == _reference_kmeans_pp(G, 15, np.random.default_rng(100 + seed))
+    assert len(set(got.tolist())) == 15
+
+
+def test_badge_deterministic_for_a_seed_and_random_across_seeds() -> None:
+    pool, _, _ = _badge_pool(3)
+    strategy = make_strategy("badge", TaskKind.CLASSIFICATION)
+    a = strategy.select(pool, 10, np.random.default_rng(7))
+    assert a == strategy.select(pool, 10, np.random.default_rng(7))
+    assert len({strategy.select(pool, 10, np.random.default_rng(s)).item_ids for s in range(5)}) > 1
+    # exact duplicates everywhere: D² is 0 for all, the rest is uniform and still distinct
+    dup = PoolView(ids(6), probs=np.full((6, 3), 1 / 3), embeddings=np.ones((6, 4)))
+    check_selection(strategy.select(dup, 6, np.random.default_rng(0)), dup, 6, "badge")
+
+
+def test_badge_is_classification_only() -> None:
+    from al_loop.strategies import BadgeStrategy
+
+    with pytest.raises(ConfigError):
+        BadgeStrategy(TaskKind.NER)
+    with pytest.raises(ValueError, match="probs"):
+        BadgeStrategy().select(PoolView(ids(2), embeddings=np.ones((2, 3))), 1, 0)
+
+
 # ============================================================ selection, tie-breaking
 
 
@@ -379,12 +487,15 @@ def test_registry_names() -> None:
         "entropy",
         "ranked_batch",
         "information_density",
+        "badge",
         "mnlp",
         "mean_entropy",
         "max_entropy",
     )
-    assert strategies_for("ner") == STRATEGIES
+    assert CLASSIFICATION_ONLY == ("badge",)
+    assert strategies_for("ner") == tuple(s for s in STRATEGIES if s != "badge")
     assert set(strategies_for(TaskKind.CLASSIFICATION)) == set(STRATEGIES) - set(NER_ONLY)
+    assert "badge" in EMBEDDING_STRATEGIES
 
 
 def test_make_strategy_errors() -> None:
@@ -393,6 +504,8 @@ def test_make_strategy_errors() -> None:
     for name in NER_ONLY:
         with pytest.raises(ConfigError, match="does not apply"):
             make_strategy(name, TaskKind.CLASSIFICATION)
+    with pytest.raises(ConfigError, match="does not apply to ner"):
+        make_strategy("badge", TaskKind.NER)
     with pytest.raises(ConfigError):
         make_strategy("random", "images")
     assert make_strategy("mnlp", "ner").name == "mnlp"
