@@ -2,11 +2,12 @@
 
 Two kinds of series:
 
-- **Read from the store at scrape time** (so rounds that Celery workers run in other processes
-  are counted, and restarts lose nothing): rounds started/finished/failed, round duration by
-  phase (histogram over finished rounds), active round progress and heartbeat age, labels
-  ingested, labelled items, current metric per project, queue depth and workers (from the
-  app's :class:`~annotator_bridge.monitoring.QueueProbe`).
+- **Read from the store at scrape time**, through the status model of
+  :mod:`annotator_bridge.monitoring` (so rounds that Celery workers run in other processes are
+  counted, and restarts lose nothing): rounds started/finished/failed, round duration by phase
+  (histogram over finished rounds), active round progress and heartbeat age, labels ingested,
+  labelled items, current metric per project, queue depth and workers (from the app's
+  :class:`~annotator_bridge.monitoring.QueueProbe`).
 - **Counted in this process** by small functions other code calls: :func:`observe_webhook`
   (webhook latency; ``init_metrics`` already times every ``/webhook`` request itself) and
   :func:`count_labels` (label ingest outcomes: created/updated/duplicate/stale/skipped/deleted).
@@ -143,47 +144,41 @@ class StoreCollector:
         for p in store.list_projects():
             pid = str(p.id)
             info.add_metric([pid, p.name, p.task.value], 1.0)
-            rounds = store.list_rounds(p.id)
-            started.add_metric([pid], float(sum(1 for r in rounds if r.started_at is not None)))
+            # the status model the dashboard and `al-loop status` show, at this scrape
+            rows = monitoring.rounds_table(store, p.id, now=now)
+            dist = monitoring.label_distribution(store, p.id)
+            summary = monitoring.project_summary(store, p, now=now, rounds=rows, labels=dist)
+            started.add_metric([pid], float(sum(1 for r in rows if r["started_at"] is not None)))
             for st in (RoundStatus.SUCCEEDED, RoundStatus.FAILED, RoundStatus.CANCELLED):
-                finished.add_metric([pid, st.value], float(sum(1 for r in rounds if r.status is st)))
-            failed.add_metric([pid], float(sum(1 for r in rounds if r.status is RoundStatus.FAILED)))
-            live = next((r for r in rounds if r.status in ACTIVE_ROUND_STATUSES), None)
+                finished.add_metric([pid, st.value], float(sum(1 for r in rows if r["status"] is st)))
+            failed.add_metric([pid], float(sum(1 for r in rows if r["status"] is RoundStatus.FAILED)))
+            live = next((r for r in rows if r["status"] in ACTIVE_ROUND_STATUSES), None)
             for st in (RoundStatus.PENDING, RoundStatus.RUNNING):
-                active.add_metric([pid, st.value], 1.0 if live is not None and live.status is st else 0.0)
+                active.add_metric([pid, st.value], 1.0 if live is not None and live["status"] is st else 0.0)
             if live is not None:
-                progress.add_metric([pid, live.phase.value], float(live.progress or 0.0))
-                if live.status is RoundStatus.RUNNING and live.heartbeat_at is not None:
-                    heartbeat.add_metric([pid], max((now - live.heartbeat_at).total_seconds(), 0.0))
+                progress.add_metric([pid, str(live["phase"])], live["progress"])
+                if live["heartbeat_age_s"] is not None:
+                    heartbeat.add_metric([pid], max(float(live["heartbeat_age_s"]), 0.0))
+            done = [r for r in rows if r["status"] is RoundStatus.SUCCEEDED]
             per_phase: dict[str, list[float]] = {}
-            for r in rounds:
-                if r.status is not RoundStatus.SUCCEEDED:
-                    continue
-                for phase, v in r.timings.items():
-                    if _num(v) is not None:
-                        per_phase.setdefault(str(phase), []).append(float(v))
+            for r in done:
+                for phase, v in r["timings"].items():
+                    per_phase.setdefault(phase, []).append(float(v))
             for phase, values in sorted(per_phase.items()):
                 buckets = [(str(float(b)), float(sum(1 for v in values if v <= b))) for b in ROUND_BUCKETS]
                 buckets.append(("+Inf", float(len(values))))
                 duration.add_metric([pid, phase], buckets, sum(values))
-            done = [r for r in rounds if r.status is RoundStatus.SUCCEEDED]
             if done:
-                last = done[-1]
-                for phase, v in sorted(last.timings.items()):
-                    if _num(v) is not None:
-                        last_duration.add_metric([pid, str(phase)], float(v))
-                if last.n_labels is not None:
-                    round_labels.add_metric([pid], float(last.n_labels))
-            scored = [r for r in done if _num(r.metrics.get("score")) is not None]
-            if scored:
-                round_score.add_metric([pid], float(scored[-1].metrics["score"]))
-            promoted = store.promoted_version(p.id)
-            if promoted is not None:
-                score = _num(promoted.metrics.get("score"))
-                if score is not None:
-                    model_score.add_metric([pid, promoted.name], score)
-            for split in ("pool", "test"):
-                items.add_metric([pid, split], float(store.count_items(p.id, split)))
+                for phase, v in sorted(done[-1]["timings"].items()):
+                    last_duration.add_metric([pid, phase], float(v))
+                if done[-1]["labels"] is not None:
+                    round_labels.add_metric([pid], float(done[-1]["labels"]))
+            if summary["score"] is not None:
+                round_score.add_metric([pid], float(summary["score"]))
+            if summary["promoted"] is not None and summary["promoted_score"] is not None:
+                model_score.add_metric([pid, summary["promoted"]], float(summary["promoted_score"]))
+            items.add_metric([pid, "pool"], float(dist["pool"]))
+            items.add_metric([pid, "test"], float(dist["test"]))
         yield from (info, started, finished, failed, active, progress, heartbeat, duration, last_duration,
                     round_score, round_labels, model_score, items)
         yield from self._label_families(store)
