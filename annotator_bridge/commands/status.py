@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from al_loop.states import RoundStatus
 from al_loop.store import Store
 from annotator_bridge import monitoring
 from annotator_bridge.monitoring import NullQueueProbe, QueueProbe
@@ -146,7 +147,7 @@ def _last_round(r: dict[str, Any] | None) -> str:
     if r is None:
         return "none"
     text = f"#{r['index']} {r['status']}"
-    if r["status"] == "running":
+    if r["status"] == RoundStatus.RUNNING:
         text += f" {r['phase']} {r['progress'] * 100:.0f}%"
         if r.get("stale"):
             text += " STALE"
@@ -177,7 +178,7 @@ def render_project(s: dict[str, Any], max_rounds: int = 15) -> str:
     ]
     ar = lv.get("active_round")
     if ar:
-        if ar["status"] == "running":
+        if ar["status"] == RoundStatus.RUNNING:
             line = (f"  ACTIVE ROUND #{ar['index']} running: phase {ar['phase']} {ar['progress'] * 100:.0f}%, worker "
                     f"{ar['owner'] or '?'}, heartbeat {dur(ar['heartbeat_age_s'])} ago")
             if ar["stale"]:
@@ -192,7 +193,8 @@ def render_project(s: dict[str, Any], max_rounds: int = 15) -> str:
     if rounds:
         rows = []
         for r in rounds:
-            status = r["status"] + (f" {r['phase']} {r['progress'] * 100:.0f}%" if r["status"] == "running" else "")
+            running = r["status"] == RoundStatus.RUNNING
+            status = r["status"] + (f" {r['phase']} {r['progress'] * 100:.0f}%" if running else "")
             d = r["durations"]
             rows.append([r["index"], status, num(r["labels"]), num(r["tokens"]), r["version"] or "-", score(r["score"]),
                          delta(r["delta"]), dur(d["train"]), dur(d["score"]), dur(d["push"]),
