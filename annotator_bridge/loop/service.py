@@ -30,6 +30,7 @@ from annotator_bridge.loop.ports import Gateway, GatewayFactory, label_studio_ga
 from annotator_bridge.loop.projects import ProjectSetup
 from annotator_bridge.loop.publishing import RoundPublisher
 from annotator_bridge.loop.spec import ProjectSpec
+from annotator_bridge.monitoring import project_status
 from annotator_bridge.settings import Settings
 
 
@@ -61,6 +62,7 @@ class LoopService:
         elif isinstance(dispatcher, InlineDispatcher) and dispatcher.loop is None:
             dispatcher.bind(self)
         self.dispatcher: Dispatcher = dispatcher
+
     @property
     def settings(self) -> Settings:
         return self._settings
@@ -111,8 +113,6 @@ class LoopService:
 
     def status(self, project_id: int) -> dict[str, Any]:
         """The project's status as the API shows it (:func:`annotator_bridge.monitoring.project_status`)."""
-        from annotator_bridge.monitoring import project_status
-
         return project_status(self.store, project_id)
 
 
