@@ -87,6 +87,7 @@ class LoopConfig:
     retrain_every: int = 50  # new labels that trigger a round (0 = never automatically)
     max_pool_scored: int = 0  # 0 = score the whole pool; else a random subsample of this size
     promote: str = "always"  # "always" | "if_better" | "manual"
+    dedupe_threshold: float = 0.95  # cosine similarity at which a candidate is a near-duplicate (0 = off)
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -98,6 +99,8 @@ class LoopConfig:
             raise ConfigError("cold_start must be 'random' or 'diversity'")
         if self.promote not in ("always", "if_better", "manual"):
             raise ConfigError("promote must be 'always', 'if_better' or 'manual'")
+        if not 0.0 <= self.dedupe_threshold <= 1.0:
+            raise ConfigError("dedupe_threshold must be in [0, 1] (0 = off)")
         if self.retrain_every < 0 or self.max_pool_scored < 0:
             raise ConfigError("retrain_every and max_pool_scored must be >= 0")
 

@@ -389,6 +389,10 @@ class HeadModel:
             predicted=self.decode_probs(probs),
         )
 
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, d) frozen base-model sentence embeddings (cached; no trained head needed)."""
+        return self.encoder.sentence(list(texts))
+
     def decode_probs(self, probs: np.ndarray) -> list[tuple[str, ...]]:
         return decode_label_probs(self.schema, probs)
 

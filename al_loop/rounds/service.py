@@ -11,7 +11,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from al_loop.rounds.learning import fit_round_model
 from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
 from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
 from al_loop.store.repository import Store, utcnow
-from al_loop.strategies import PoolView, Strategy, cold_start, make_strategy
+from al_loop.strategies import DedupedStrategy, PoolView, Strategy, cold_start, make_strategy
 from al_loop.types import Example, Span, TaskKind
 
 log = logging.getLogger("al_loop.rounds")
@@ -220,8 +220,10 @@ class RoundService:
             heart.phase(RoundPhase.SELECT, 0.5)
             embeddings = None
             if loop.cold_start == "diversity" and texts:
-                base = self.factory.create(schema, project.base_model, training)
-                embeddings = base.predict(texts, embeddings=True).embeddings
+                embeddings = self._base_embeddings(project, texts)
+                if embeddings is None:
+                    base = self.factory.create(schema, project.base_model, training)
+                    embeddings = base.predict(texts, embeddings=True).embeddings
             view = PoolView(item_ids=tuple(it.item_id for it in pool_items), embeddings=embeddings)
             selection = (
                 cold_start(view, min(rnd.batch_size, len(view.item_ids)), rng, loop.cold_start) if texts else None
@@ -289,10 +291,17 @@ class RoundService:
             scored = []
             if texts:
                 strategy = self.strategy_factory(rnd.strategy, schema.task)
+                if loop.dedupe_threshold > 0:
+                    strategy = DedupedStrategy(strategy, loop.dedupe_threshold)
                 output = model.predict(texts, embeddings=True)
-                labelled_emb = None
+                labelled_emb = text_emb = labelled_text_emb = None
                 if strategy.needs_embeddings and labelled:
                     labelled_emb = model.predict([e.text for e in labelled], embeddings=True).embeddings
+                if isinstance(strategy, DedupedStrategy) and train_report.get("learner") != "head":
+                    # near-duplicates are judged on the frozen base model's embeddings (cached per text)
+                    text_emb = self._base_embeddings(project, texts)
+                    if text_emb is not None:
+                        labelled_text_emb = self._base_embeddings(project, [e.text for e in labelled])
                 timings["score"] = time.perf_counter() - t0
                 heart.phase(RoundPhase.SELECT, 0.97)
                 t0 = time.perf_counter()
@@ -303,6 +312,8 @@ class RoundService:
                     embeddings=output.embeddings,
                     labelled_embeddings=labelled_emb,
                     multi_label=schema.multi_label,
+                    text_embeddings=text_emb,
+                    labelled_text_embeddings=labelled_text_emb,
                 )
                 selection = strategy.select(view, min(rnd.batch_size, len(pool_items)), rng)
                 conf = [item_confidence(output, i, schema.task, schema.multi_label) for i in range(len(pool_items))]
@@ -341,6 +352,13 @@ class RoundService:
             report=report,
             push_status="pending",
         )
+
+    def _base_embeddings(self, project: Project, texts: Sequence[str]) -> np.ndarray | None:
+        """Frozen base-model sentence embeddings from the head learner's cached encoder, or None when the
+        factory's models cannot embed (test fakes)."""
+        encoder = self.factory.create(project.schema, project.base_model, replace(project.training, learner="head"))
+        embed = getattr(encoder, "embed", None)
+        return np.asarray(embed(list(texts))) if callable(embed) else None
 
     def _publish(
         self,

@@ -108,6 +108,8 @@ class PoolView:
     embeddings: np.ndarray | None = None
     labelled_embeddings: np.ndarray | None = None
     multi_label: bool = False
+    text_embeddings: np.ndarray | None = None
+    labelled_text_embeddings: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         ids = tuple(self.item_ids)
@@ -137,9 +139,26 @@ class PoolView:
             if lab.ndim != 2 or (self.embeddings is not None and lab.shape[1] != np.shape(self.embeddings)[1]):
                 raise ValueError("labelled_embeddings must have shape (m, d) with the pool embeddings' d")
             object.__setattr__(self, "labelled_embeddings", lab)
+        if self.text_embeddings is not None:
+            text = np.asarray(self.text_embeddings)
+            if text.ndim != 2 or text.shape[0] != n:
+                raise ValueError(f"text_embeddings must have shape ({n}, d), got {text.shape}")
+            lab_text = self.labelled_text_embeddings
+            if lab_text is not None and (np.ndim(lab_text) != 2 or np.shape(lab_text)[1] != text.shape[1]):
+                raise ValueError("labelled_text_embeddings must have shape (m, d) with text_embeddings' d")
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    def duplicate_space(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(pool, labelled) embeddings in which near-duplicates are judged: the frozen base-model
+        ``text_embeddings`` when given (a fine-tuned model's embeddings crowd each class together),
+        else ``embeddings``."""
+        if self.text_embeddings is not None:
+            return np.asarray(self.text_embeddings), (
+                None if self.labelled_text_embeddings is None else np.asarray(self.labelled_text_embeddings)
+            )
+        return self.embeddings, self.labelled_embeddings
 
     def nonempty_mask(self) -> np.ndarray:
         """Boolean per item: False for NER items without words (always True without token_probs)."""
@@ -414,11 +433,12 @@ def dedupe_selection(
     """
     thr = dedupe.check_dedupe_threshold(threshold)
     want = min(int(n), len(ranking))
-    if thr is None or pool.embeddings is None:
+    space, labelled_space = pool.duplicate_space()
+    if thr is None or space is None:
         return Selection(ranking.item_ids[:want], ranking.scores[:want], ranking.strategy)
     rows = _rows_of(pool, ranking)
-    labelled = pool.labelled_embeddings if against_labelled else None
-    positions = dedupe.fill_positions(dedupe.unique_prefix(pool.embeddings, rows, want, thr, labelled), len(rows), want)
+    labelled = labelled_space if against_labelled else None
+    positions = dedupe.fill_positions(dedupe.unique_prefix(space, rows, want, thr, labelled), len(rows), want)
     return Selection(
         tuple(ranking.item_ids[int(p)] for p in positions),
         tuple(ranking.scores[int(p)] for p in positions),
@@ -458,17 +478,18 @@ class DedupedStrategy:
     def select(self, pool: PoolView, n: int, rng: RngLike) -> Selection:
         _check_request(pool, n)
         gen = np.random.default_rng(rng)
-        if pool.embeddings is None:
+        space, labelled_space = pool.duplicate_space()
+        if space is None:
             return self.inner.select(pool, n, gen)
         k = min(int(n), len(pool))
         saved = copy.deepcopy(gen)
         size = min(len(pool), k + k // 2 + 8)
         attempt = gen
-        labelled = pool.labelled_embeddings if self.against_labelled else None
+        labelled = labelled_space if self.against_labelled else None
         while True:
             ranking = self.inner.select(pool, size, attempt)
             rows = _rows_of(pool, ranking)
-            kept = dedupe.unique_prefix(pool.embeddings, rows, k, self.threshold, labelled)
+            kept = dedupe.unique_prefix(space, rows, k, self.threshold, labelled)
             if len(kept) >= k or size >= len(pool):
                 break
             size = min(len(pool), 4 * size)

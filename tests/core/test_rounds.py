@@ -229,6 +229,6 @@ def test_warm_start_uses_previous_artifact(tmp_path) -> None:
         assert r.status == "succeeded", r.error
         _label_selected(store, p.id, r.id, gold)
     # round 1 starts from the base model, round 2 from round 1's promoted artifact
-    trained = [m for m in FakeModel.created[-2:]]
+    trained = [m for m in FakeModel.created if m.fit_calls][-2:]
     assert trained[0].init_from is None
     assert str(trained[1].init_from).endswith(store.list_versions(p.id)[0].name)

