@@ -1,4 +1,5 @@
-"""Celery workers: the app (``celery_app``), thin tasks (``tasks``) and ``CeleryDispatcher``.
+"""Celery workers: configuration (``config``), the app (``celery_app``), module-level tasks (``tasks``),
+``CeleryDispatcher`` (``dispatcher``) and the broker/worker probe (``probe``).
 
 Importing this package does nothing else: no broker connection, no model load.
 """
