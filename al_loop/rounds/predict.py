@@ -13,13 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from al_loop.errors import ConflictError
-from al_loop.rounds.service import (
-    ModelFactory,
-    TrainedModel,
-    default_model_factory,
-    item_confidence,
-    prediction_payload,
-)
+from al_loop.rounds.scoring import item_confidence, prediction_payload
+from al_loop.rounds.service import ModelFactory, TrainedModel, default_model_factory
 from al_loop.store.records import ModelVersion
 from al_loop.store.repository import Store
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,11 +23,12 @@ from al_loop.config import TrainingConfig
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import AlLoopError, ConflictError, NotFoundError
 from al_loop.rounds.learning import fit_round_model
+from al_loop.rounds.scoring import rank_pool
 from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
 from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
 from al_loop.store.repository import Store, utcnow
 from al_loop.strategies import DedupedStrategy, PoolView, Strategy, cold_start, make_strategy
-from al_loop.types import Example, Span, TaskKind
+from al_loop.types import Example, TaskKind
 
 log = logging.getLogger("al_loop.rounds")
 
@@ -77,26 +79,6 @@ def version_name(round_index: int, schema: LabelSchema) -> str:
 
 def cold_version_tag(round_index: int, schema: LabelSchema) -> str:
     return f"al-r{round_index:03d}-cold-{schema.hash[:8]}"
-
-
-def prediction_payload(task: TaskKind, predicted: Any, confidence: float) -> dict[str, Any]:
-    """Stored model prediction for one item: spans or labels plus a confidence in [0, 1]."""
-    if task is TaskKind.NER:
-        return {"spans": [s.to_dict() if isinstance(s, Span) else dict(s) for s in predicted], "confidence": confidence}
-    return {"labels": list(predicted), "confidence": confidence}
-
-
-def item_confidence(output: Any, i: int, task: TaskKind, multi_label: bool) -> float:
-    """Confidence of the model in its prediction for item ``i`` (probability of the best path/label set)."""
-    if task is TaskKind.NER:
-        tp = output.token_probs[i]
-        if len(tp) == 0:
-            return 1.0
-        return float(np.exp(np.sum(np.log(np.clip(tp.max(axis=1), 1e-12, 1.0)))))
-    p = output.probs[i]
-    if multi_label:
-        return float(np.prod(np.maximum(p, 1.0 - p)))
-    return float(p.max())
 
 
 class RoundService:
@@ -293,47 +275,23 @@ class RoundService:
                 strategy = self.strategy_factory(rnd.strategy, schema.task)
                 if loop.dedupe_threshold > 0:
                     strategy = DedupedStrategy(strategy, loop.dedupe_threshold)
-                output = model.predict(texts, embeddings=True)
-                labelled_emb = text_emb = labelled_text_emb = None
-                if strategy.needs_embeddings and labelled:
-                    labelled_emb = model.predict([e.text for e in labelled], embeddings=True).embeddings
+                # near-duplicates are judged on the frozen base model's embeddings (cached per text)
+                base_embed = None
                 if isinstance(strategy, DedupedStrategy) and train_report.get("learner") != "head":
-                    # near-duplicates are judged on the frozen base model's embeddings (cached per text)
-                    text_emb = self._base_embeddings(project, texts)
-                    if text_emb is not None:
-                        labelled_text_emb = self._base_embeddings(project, [e.text for e in labelled])
-                timings["score"] = time.perf_counter() - t0
-                heart.phase(RoundPhase.SELECT, 0.97)
-                t0 = time.perf_counter()
-                view = PoolView(
-                    item_ids=tuple(it.item_id for it in pool_items),
-                    probs=output.probs,
-                    token_probs=output.token_probs,
-                    embeddings=output.embeddings,
-                    labelled_embeddings=labelled_emb,
-                    multi_label=schema.multi_label,
-                    text_embeddings=text_emb,
-                    labelled_text_embeddings=labelled_text_emb,
+                    base_embed = partial(self._base_embeddings, project)
+                scored = rank_pool(
+                    model,
+                    strategy,
+                    schema,
+                    [it.item_id for it in pool_items],
+                    texts,
+                    [e.text for e in labelled],
+                    min(rnd.batch_size, len(pool_items)),
+                    rng,
+                    timings=timings,
+                    base_embed=base_embed,
+                    on_scored=lambda: heart.phase(RoundPhase.SELECT, 0.97),
                 )
-                selection = strategy.select(view, min(rnd.batch_size, len(pool_items)), rng)
-                conf = [item_confidence(output, i, schema.task, schema.multi_label) for i in range(len(pool_items))]
-                pos = {item: i for i, item in enumerate(view.item_ids)}
-                chosen = list(selection.item_ids)
-                chosen_set = set(chosen)
-                rest = sorted((i for i in view.item_ids if i not in chosen_set), key=lambda i: conf[pos[i]])
-                sel_score = dict(zip(selection.item_ids, selection.scores))
-                for rank, item in enumerate(chosen + rest):
-                    i = pos[item]
-                    scored.append(
-                        ScoredItem(
-                            item,
-                            rank,
-                            float(sel_score.get(item, 1.0 - conf[i])),
-                            item in chosen_set,
-                            prediction_payload(schema.task, output.predicted[i], conf[i]),
-                        )
-                    )
-                timings["select"] = time.perf_counter() - t0
             report = self._report(project, metrics, scored, pool_items)
 
         self.store.save_scores(rnd.id, scored)
