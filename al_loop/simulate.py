@@ -36,7 +36,7 @@ from al_loop.types import Example, TaskKind
 
 log = logging.getLogger("al_loop.simulate")
 
-POINT_FIELDS = ("strategy", "repeat", "round", "labels", "tokens", "score", "seconds")
+POINT_FIELDS = ("strategy", "repeat", "round", "labels", "tokens", "score", "seconds", "learner")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class SimulationSpec:
     max_test: int = 0  # 0 = whole test file
     max_pool_scored: int = 0
     cold_start: str = "random"
+    dedupe_threshold: float = LoopConfig.dedupe_threshold
     seed: int = 13
     full_data: bool = False
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -141,6 +142,7 @@ def run_simulation(
                     batch_size=spec.batch_size,
                     seed_size=spec.seed_size,
                     cold_start=spec.cold_start,
+                    dedupe_threshold=spec.dedupe_threshold,
                     retrain_every=0,
                     max_pool_scored=spec.max_pool_scored,
                     seed=spec.seed + repeat,
@@ -167,6 +169,7 @@ def run_simulation(
                             "tokens": done.n_tokens,
                             "score": done.metrics.get("score"),
                             "seconds": done.timings.get("total"),
+                            "learner": done.metrics.get("learner", ""),
                         }
                         points.append(point)
                         if on_point:

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from al_loop.config import TrainingConfig
+from al_loop.config import LEARNERS, LoopConfig, TrainingConfig
 from al_loop.errors import ConfigError
 from al_loop.store import Store
 from al_loop.types import TaskKind
@@ -68,6 +68,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--max-epochs", type=int, default=TrainingConfig.max_epochs)
     p.add_argument("--warm-start", action="store_true", help="continue from the previous round's model")
+    p.add_argument(
+        "--learner",
+        choices=list(LEARNERS),
+        default=TrainingConfig.learner,
+        help="auto (compare the head and fine-tuning on held-out labels each round), head or finetune",
+    )
+    p.add_argument(
+        "--dedupe-threshold",
+        type=float,
+        default=LoopConfig.dedupe_threshold,
+        help="cosine similarity at which a candidate counts as a near-duplicate of the batch (0 = off)",
+    )
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=TrainingConfig.precision)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--project", type=int, default=None, metavar="ID",
                    help="store the curves with this al-loop project (its dashboard overlays them on the live curve)")
@@ -106,6 +119,8 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         target_steps=args.target_steps,
         max_epochs=args.max_epochs,
         warm_start=args.warm_start,
+        learner=args.learner,
+        precision=args.precision,
         seed=args.seed,
     )
     spec = SimulationSpec(
@@ -125,6 +140,7 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         max_test=args.max_test,
         max_pool_scored=args.max_pool_scored,
         cold_start=args.cold_start,
+        dedupe_threshold=args.dedupe_threshold,
         seed=args.seed,
         full_data=args.full_data,
         training=training,

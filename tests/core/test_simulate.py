@@ -147,6 +147,24 @@ def test_real_minilm_simulation_score_rises(tmp_path: Path, shared_data: Path) -
     assert (out / "learning_curve.png").exists()
 
 
+@pytest.mark.slow
+def test_real_minilm_head_learner_simulation(tmp_path: Path, shared_data: Path) -> None:
+    """``--learner head``: every round fits the head on cached frozen features; the score rises, no drop."""
+    out = tmp_path / "sim"
+    rc = main([
+        "simulate", "--train", str(shared_data / "trec" / "TREC.train"),
+        "--test", str(shared_data / "trec" / "TREC.test"), "--task", "classification",
+        "--strategy", "margin", "--seed-size", "30", "--batch-size", "60", "--rounds", "3", "--repeats", "1",
+        "--max-pool", "400", "--max-test", "150", "--max-length", "48", "--learner", "head",
+        "--dedupe-threshold", "0.9", "--out", str(out), "--no-progress",
+    ])
+    assert rc == 0
+    points = sorted(json.loads((out / "results.json").read_text())["points"], key=lambda p: p["round"])
+    assert [p["learner"] for p in points] == ["head"] * 3
+    assert [p["labels"] for p in points] == [30, 90, 150]
+    assert points[-1]["score"] > points[0]["score"], points
+
+
 def test_spec_defaults_are_valid() -> None:
     spec = SimulationSpec(train=Path("a"), test=Path("b"), task=TaskKind.NER, strategies=("random", "mnlp"))
     assert isinstance(spec.training, TrainingConfig)
