@@ -6,7 +6,7 @@ these objects. All defaults are immutable.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from al_loop.errors import ConfigError
@@ -117,7 +117,3 @@ def config_from_dict(cls: type, data: dict[str, Any] | None) -> Any:
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
     return cls(**data)
-
-
-def override(cfg: Any, **changes: Any) -> Any:
-    return replace(cfg, **changes)

@@ -4,7 +4,7 @@ A strategy is a pure score plus a selector with an explicit ``rng``: it returns
 an :class:`~al_loop.types.Selection` whose ``item_ids`` are most informative
 first and whose ``scores`` are informativeness (higher = ask first,
 non-increasing along the selection). Label Studio serves the *lowest* score
-first: convert at the edge with :func:`priority_from_rank` / :func:`priorities`.
+first: convert at the edge with :func:`priority_from_rank`.
 
 Contract shared by every strategy (``tests/core/test_strategies.py``):
 ``select(pool, n, rng)`` returns exactly ``min(n, len(pool))`` distinct ids of
@@ -196,12 +196,6 @@ def priority_from_rank(rank: int, n: int) -> float:
     if n < 1 or not 0 <= rank < n:
         raise ValueError(f"need 0 <= rank < n, got rank={rank}, n={n}")
     return rank / n
-
-
-def priorities(selection: Selection) -> dict[ItemId, float]:
-    """Label Studio priority (low = served first) for each item of ``selection``."""
-    k = len(selection)
-    return {item_id: priority_from_rank(i, k) for i, item_id in enumerate(selection.item_ids)}
 
 
 def rank_scores(k: int) -> tuple[float, ...]:

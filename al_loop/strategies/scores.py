@@ -203,8 +203,3 @@ MULTILABEL_SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "margin": multilabel_margin,
     "entropy": multilabel_entropy,
 }
-SINGLE_LABEL_SCORES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "least_confidence": least_confidence,
-    "margin": margin,
-    "entropy": entropy,
-}

@@ -26,7 +26,6 @@ from al_loop.strategies import (
     cold_start,
     make_strategy,
     modal_adapter,
-    priorities,
     priority_from_rank,
     scores,
     strategies_for,
@@ -519,8 +518,6 @@ def test_priority_from_rank() -> None:
     for bad in [(5, 5), (-1, 5), (0, 0)]:
         with pytest.raises(ValueError):
             priority_from_rank(*bad)
-    sel = Selection((ItemId("b"), ItemId("a")), (0.9, 0.1), "x")
-    assert priorities(sel) == {"b": 0.0, "a": 0.5}
 
 
 # ============================================================ cold start
