@@ -29,7 +29,7 @@ class TrainingConfig:
     """
 
     learning_rate: float = 1e-4
-    head_learning_rate: float = 3e-3
+    head_learning_rate: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     batch_size: int = 16
