@@ -203,16 +203,40 @@ def test_the_store_does_not_import_rounds() -> None:
     assert bad == []
 
 
-@pytest.mark.parametrize("package", ["annotator_bridge/loop"])
-def test_loop_services_are_small(package: str) -> None:
-    for path in _files(package):
-        lines = path.read_text().count("\n")
-        assert lines <= 400, f"{path.relative_to(REPO)} has {lines} lines"
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef):
-                size = (node.end_lineno or node.lineno) - node.lineno + 1
-                assert size <= 250, f"{path.relative_to(REPO)}: class {node.name} has {size} lines"
+MAX_MODULE_LINES = 420
+MAX_CLASS_LINES = 250
+# Core modules still over the caps, to be split; an entry must go once its module fits (tested below).
+OVER_THE_CAPS = {
+    "al_loop/data/readers.py",
+    "al_loop/models/model.py",
+    "al_loop/rounds/service.py",
+    "al_loop/store/repository.py",
+    "al_loop/strategies/base.py",
+}
+
+
+def _oversized(path: Path) -> list[str]:
+    """Why ``path`` breaks the size caps (none: it fits)."""
+    text = path.read_text()
+    found = []
+    lines = text.count("\n")
+    if lines > MAX_MODULE_LINES:
+        found.append(f"{lines} lines")
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef):
+            size = (node.end_lineno or node.lineno) - node.lineno + 1
+            if size > MAX_CLASS_LINES:
+                found.append(f"class {node.name} has {size} lines")
+    return found
+
+
+@pytest.mark.parametrize("package", ["al_loop", "annotator_bridge"])
+def test_modules_and_classes_are_small(package: str) -> None:
+    """No module over 420 lines, no class over 250: one job per module."""
+    big = {str(p.relative_to(REPO)): why for p in _files(package) if (why := _oversized(p))}
+    assert {m: why for m, why in big.items() if m not in OVER_THE_CAPS} == {}
+    fits = sorted(m for m in OVER_THE_CAPS if m.startswith(package + "/") and m not in big)
+    assert fits == [], f"{fits} fit the caps now (or are gone): take them off OVER_THE_CAPS"
 
 
 def test_the_graph_sees_lazy_and_type_checking_imports() -> None:

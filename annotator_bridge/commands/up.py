@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run_up(args: argparse.Namespace) -> int:
     from annotator_bridge.settings import DEFAULT_HOME, StackEnvironment
-    from annotator_bridge.stack import DEMO_SAMPLE, StackConfig, run
+    from annotator_bridge.stack.demo import DEMO_SAMPLE
+    from annotator_bridge.stack.local import StackConfig, run
 
     environment = StackEnvironment.from_env()
     home = args.home or environment.home or Path(DEFAULT_HOME)

@@ -1,9 +1,9 @@
 """Run a local Label Studio server as a child process (tests and the local stack).
 
-Label Studio is installed into its own virtualenv (default ``<repo>/.ls-venv``):
-it pins Django, pydantic and the SDK, so it must not share the project's venv.
+Label Studio is installed into its own virtualenv (default ``<repo>/.ls-venv``; see
+``annotator_bridge.labelstudio.local`` for the install, the environment and free ports).
 The server is driven through its CLI and plain HTTP; only ``annotator_token``
-uses the SDK (imported lazily).
+(``annotator_bridge.labelstudio.users``) uses the SDK (imported lazily).
 
 Credentials and the empty-data snapshot
 ---------------------------------------
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
-import glob
 import hashlib
 import json
 import logging
@@ -37,88 +35,43 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from al_loop.errors import AlLoopError, ConfigError
-from annotator_bridge.settings import process_environment
+from al_loop.errors import ConfigError
+
+from . import users
+from .local import (
+    DB_FILENAME,
+    DEFAULT_PASSWORD,
+    DEFAULT_USER_TOKEN,
+    DEFAULT_USERNAME,
+    LS_VERSION,
+    SNAPSHOT_DIRNAME,
+    LabelStudioInstall,
+    LabelStudioServerError,
+    file_lock,
+    free_port,
+    log_tail,
+    port_is_free,
+)
 
 log = logging.getLogger(__name__)
 
-LS_VERSION = "1.23.2"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_VENV_DIR = REPO_ROOT / ".ls-venv"
-DEFAULT_USERNAME = "admin@example.com"
-DEFAULT_PASSWORD = "al-loop-admin-pass"
-DEFAULT_USER_TOKEN = "al-loop-local-admin-token-0123456789"
-SNAPSHOT_DIRNAME = "empty-data-snapshot"
-DB_FILENAME = "label_studio.sqlite3"
-
-# Unprefixed names Label Studio's get_env() falls back to (gotcha 9) plus settings we own.
-_UNSET_ENV = (
-    "HOST", "PORT", "DEBUG", "USERNAME", "PASSWORD", "USER_TOKEN", "DATA_DIR", "BASE_DATA_DIR",
-    "DJANGO_DB", "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "SENTRY_DSN", "FRONTEND_SENTRY_DSN",
-    "COLLECT_ANALYTICS", "LATEST_VERSION_CHECK", "ENABLE_LEGACY_API_TOKEN", "SSRF_PROTECTION_ENABLED",
-    "ML_BLOCK_LOCAL_IP", "WEBHOOK_TIMEOUT", "DISABLE_SIGNUP_WITHOUT_LINK", "LABEL_STUDIO_API_KEY",
-)
 _PORT_LINE = re.compile(r"Starting development server at https?://[^:/\s]+:(\d+)/")
-_TOKEN_LINE = re.compile(r"""['"]token['"]\s*:\s*['"]([^'"]+)['"]""")
 
 
-class LabelStudioServerError(AlLoopError):
-    """Label Studio could not be installed, started or queried; the message names the log file."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """Whether ``port`` can be bound on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _tail(path: Path | None, n: int = 30) -> str:
-    if path is None or not path.exists():
-        return ""
-    try:
-        lines = path.read_text(errors="replace").splitlines()[-n:]
-    except OSError:
-        return ""
-    return "\n".join(lines)
-
-
-class LabelStudioServer:
+class LabelStudioServer(LabelStudioInstall):
     """A Label Studio process on loopback, with a known admin user and legacy token.
 
-    ``server = LabelStudioServer(); server.ensure_installed(); server.start(data_dir)``;
+    ``server = LabelStudioServer(); server.ensure_installed(); server.start(data_dir)``
+    (install and environment: ``LabelStudioInstall``);
     then ``server.url`` / ``server.api_key`` feed ``LabelStudioGateway``; ``server.stop()``
     (or use it as a context manager). Ports are TCP ports on ``host``; times are seconds.
     """
@@ -126,12 +79,8 @@ class LabelStudioServer:
     def __init__(self, venv_dir: str | Path | None = None, *, version: str = LS_VERSION,
                  python: str | None = None, extra_env: Mapping[str, str] | None = None,
                  webhook_timeout: float = 3.0) -> None:
-        self.venv_dir = Path(venv_dir) if venv_dir is not None else DEFAULT_VENV_DIR
-        self.version = version
-        self.python = python or sys.executable
-        self.extra_env = dict(extra_env or {})
-        self.webhook_timeout = webhook_timeout
-        self.host = "127.0.0.1"
+        super().__init__(venv_dir, version=version, python=python, extra_env=extra_env,
+                         webhook_timeout=webhook_timeout)
         self.port: int | None = None
         self.data_dir: Path | None = None
         self.log_path: Path | None = None
@@ -142,52 +91,6 @@ class LabelStudioServer:
         self.used_snapshot = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_fh: object | None = None
-
-    # ------------------------------------------------------------------ install
-    @property
-    def executable(self) -> Path:
-        return self.venv_dir / "bin" / "label-studio"
-
-    def is_installed(self) -> bool:
-        """True when the venv has the ``label-studio`` executable at ``self.version``."""
-        if not self.executable.exists():
-            return False
-        pattern = str(self.venv_dir / "lib" / "python*" / "site-packages" / f"label_studio-{self.version}.dist-info")
-        return bool(glob.glob(pattern))
-
-    def ensure_installed(self, venv_dir: str | Path | None = None, *, timeout: float = 900.0) -> Path:
-        """Create the server venv and ``pip install label-studio==<version>`` unless present (~40 s).
-
-        Returns the ``label-studio`` executable. Safe to call from several processes (file lock).
-        """
-        if venv_dir is not None:
-            self.venv_dir = Path(venv_dir)
-        if self.is_installed():
-            return self.executable
-        with _file_lock(self.venv_dir.parent / f".{self.venv_dir.name}.lock"):
-            if self.is_installed():
-                return self.executable
-            t0 = time.monotonic()
-            pip = self.venv_dir / "bin" / "pip"
-            try:
-                if not pip.exists():
-                    subprocess.run([self.python, "-m", "venv", str(self.venv_dir)], check=True,
-                                   capture_output=True, timeout=timeout)
-                    subprocess.run([str(pip), "install", "-q", "--upgrade", "pip"], check=False,
-                                   capture_output=True, timeout=timeout)
-                subprocess.run([str(pip), "install", "-q", f"label-studio=={self.version}"], check=True,
-                               capture_output=True, timeout=timeout)
-            except subprocess.CalledProcessError as exc:
-                err = (exc.stderr or b"").decode(errors="replace")[-2000:]
-                raise LabelStudioServerError(f"installing label-studio=={self.version} into {self.venv_dir} "
-                                             f"failed:\n{err}") from exc
-            except subprocess.TimeoutExpired as exc:
-                raise LabelStudioServerError(f"installing label-studio into {self.venv_dir} timed out") from exc
-            if not self.is_installed():
-                raise LabelStudioServerError(f"{self.executable} missing after installing label-studio")
-            log.info("installed label-studio %s into %s in %.1f s", self.version, self.venv_dir,
-                     time.monotonic() - t0)
-        return self.executable
 
     # ------------------------------------------------------------------ properties
     @property
@@ -210,29 +113,6 @@ class LabelStudioServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    # ------------------------------------------------------------------ environment
-    def _env(self, data_dir: Path, port: int | None) -> dict[str, str]:
-        env = {k: v for k, v in process_environment().items()
-               if k not in _UNSET_ENV and not k.startswith(("LABEL_STUDIO_", "HEARTEX_"))}
-        env.update({
-            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-            "LABEL_STUDIO_DEBUG": "false",
-            "LABEL_STUDIO_SENTRY_DSN": "",
-            "LABEL_STUDIO_FRONTEND_SENTRY_DSN": "",
-            "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
-            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
-            "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
-            "LABEL_STUDIO_WEBHOOK_TIMEOUT": str(self.webhook_timeout),
-            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-            "PYTHONUNBUFFERED": "1",
-        })
-        if port is not None:
-            env["LABEL_STUDIO_HOST"] = f"http://{self.host}:{port}"
-        env.update(self.extra_env)
-        return env
-
     # ------------------------------------------------------------------ snapshot
     def _snapshot_dir(self) -> Path:
         key = hashlib.sha256(json.dumps([self.version, self.username, self.password, self.user_token]).encode())
@@ -244,7 +124,7 @@ class LabelStudioServer:
         if (snap / DB_FILENAME).exists():
             return snap
         snap.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(snap.parent / f".{snap.name}.lock"):
+        with file_lock(snap.parent / f".{snap.name}.lock"):
             if (snap / DB_FILENAME).exists():
                 return snap
             tmp = Path(tempfile.mkdtemp(prefix=f".{snap.name}-", dir=snap.parent))
@@ -349,36 +229,18 @@ class LabelStudioServer:
             if self._proc.poll() is not None:
                 raise LabelStudioServerError(
                     f"Label Studio exited with code {self._proc.returncode} during start-up; "
-                    f"log {self.log_path}:\n{_tail(self.log_path)}")
-            actual = self._announced_port(log_start)
+                    f"log {self.log_path}:\n{log_tail(self.log_path)}")
+            actual = _announced_port(self.log_path, log_start)
             if actual is not None and actual != port:
                 raise _PortMoved(f"Label Studio bound port {actual} instead of {port}")
-            if actual == port and self._health_ok(port):
+            if actual == port and _health_ok(self.host, port):
                 self._check_identity()
                 return
             if time.monotonic() > deadline:
                 self.stop()
                 raise LabelStudioServerError(f"Label Studio did not answer /health on {self.host}:{port} within "
-                                             f"{timeout:.0f} s; log {self.log_path}:\n{_tail(self.log_path)}")
+                                             f"{timeout:.0f} s; log {self.log_path}:\n{log_tail(self.log_path)}")
             time.sleep(0.2)
-
-    def _announced_port(self, offset: int) -> int | None:
-        assert self.log_path is not None
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(offset)
-                text = fh.read().decode(errors="replace")
-        except OSError:
-            return None
-        m = _PORT_LINE.search(text)
-        return int(m.group(1)) if m else None
-
-    def _health_ok(self, port: int) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.host}:{port}/health", timeout=2) as resp:
-                return resp.status == 200 and json.loads(resp.read() or b"{}").get("status") == "UP"
-        except (OSError, ValueError):
-            return False
 
     def _check_identity(self) -> None:
         """The server on our port accepts our token as our user (catches stale data dirs)."""
@@ -443,40 +305,31 @@ class LabelStudioServer:
 
     def user_token_of(self, email: str) -> str:
         """Legacy API token of an existing user, read with ``label-studio user --username`` (~3 s)."""
-        out = self.run_cli("user", "--username", email)
-        m = _TOKEN_LINE.search(out)
-        if not m:
-            raise LabelStudioServerError(f"no token for user {email!r} in `label-studio user` output")
-        return m.group(1)
+        return users.user_token_of(self, email)
 
     def annotator_token(self, email: str) -> str:
-        """Create user ``email`` (if new) in the admin's organization and return their legacy API token.
+        """Create user ``email`` (if new) in the admin's organization and return their legacy API token."""
+        return users.annotator_token(self, email)
 
-        The user is created through the SDK; the API does not expose another user's
-        token, so it is read with ``label-studio user --username`` (~3 s).
-        """
-        import httpx
-        from label_studio_sdk import LabelStudio  # lazy: starting a server needs no SDK
 
-        client = LabelStudio(base_url=self.url, api_key=self.api_key, timeout=30, max_retries=0)
-        try:
-            if not any(u.email == email for u in client.users.list()):
-                client.users.create(email=email, username=email)
-        finally:
-            client._client_wrapper.httpx_client.httpx_client.close()
-        token = self.user_token_of(email)
-        # Users created through POST /api/users/ have no active organization, and Label Studio sends
-        # no webhook for their annotations; make the admin's organization theirs (as an invite would).
-        with httpx.Client(base_url=self.url, timeout=30) as http:
-            me = http.get("/api/current-user/whoami", headers={"Authorization": f"Token {token}"}).json()
-            if me.get("active_organization") is None:
-                admin = http.get("/api/current-user/whoami", headers={"Authorization": f"Token {self.api_key}"}).json()
-                http.patch(
-                    f"/api/users/{int(me['id'])}/",
-                    json={"active_organization": admin.get("active_organization")},
-                    headers={"Authorization": f"Token {self.api_key}"},
-                ).raise_for_status()
-        return token
+def _announced_port(log_path: Path, offset: int) -> int | None:
+    """The port Label Studio says (in its log, after ``offset``) it serves on; None before it says so."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    m = _PORT_LINE.search(text)
+    return int(m.group(1)) if m else None
+
+
+def _health_ok(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as resp:
+            return resp.status == 200 and json.loads(resp.read() or b"{}").get("status") == "UP"
+    except (OSError, ValueError):
+        return False
 
 
 class _PortMoved(LabelStudioServerError):

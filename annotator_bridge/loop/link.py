@@ -19,8 +19,8 @@ from al_loop.store.records import LabelStudioLink, Project
 from al_loop.store.repository import Store
 from al_loop.types import Example, ItemId
 from annotator_bridge.labelstudio.config import LabelConfig, build_label_config, parse_label_config
+from annotator_bridge.labelstudio.connection import LabelStudioRequestError, LabelStudioUnavailable
 from annotator_bridge.labelstudio.convert import ITEM_ID_KEY
-from annotator_bridge.labelstudio.gateway import LabelStudioRequestError, LabelStudioUnavailable
 from annotator_bridge.loop.ports import Gateway, GatewayFactory
 from annotator_bridge.settings import WEBHOOK_SECRET_HEADER, Settings
 

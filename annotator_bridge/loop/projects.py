@@ -16,7 +16,7 @@ from al_loop.store.repository import Store
 from al_loop.strategies import make_strategy
 from al_loop.types import Example, TaskKind
 from annotator_bridge.labelstudio.config import LabelConfig, build_label_config
-from annotator_bridge.labelstudio.gateway import LabelStudioRequestError, LabelStudioUnavailable
+from annotator_bridge.labelstudio.connection import LabelStudioRequestError, LabelStudioUnavailable
 from annotator_bridge.loop.link import LabelStudioLinks
 from annotator_bridge.loop.ports import IMPORT_SOURCE
 from annotator_bridge.loop.spec import ProjectSpec

@@ -24,7 +24,7 @@ from al_loop.types import Span, TaskKind
 from annotator_bridge.dispatch import Dispatcher
 from annotator_bridge.labelstudio.config import LabelConfig
 from annotator_bridge.labelstudio.convert import prediction_to_ls
-from annotator_bridge.labelstudio.gateway import UNCERTAINTY_SAMPLING
+from annotator_bridge.labelstudio.projects import UNCERTAINTY_SAMPLING
 from annotator_bridge.loop.link import LabelStudioLinks
 
 log = logging.getLogger("annotator_bridge.loop")

@@ -36,7 +36,7 @@ from al_loop.errors import (
     SchemaError,
     UnknownLabelError,
 )
-from annotator_bridge.labelstudio.gateway import LabelStudioRequestError, LabelStudioUnavailable
+from annotator_bridge.labelstudio.connection import LabelStudioRequestError, LabelStudioUnavailable
 
 log = logging.getLogger("annotator_bridge.web")
 

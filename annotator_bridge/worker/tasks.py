@@ -37,7 +37,7 @@ from al_loop.errors import ConflictError
 from al_loop.rounds.service import RoundService
 from al_loop.states import PushStatus
 from al_loop.store.repository import Store
-from annotator_bridge.labelstudio.gateway import LabelStudioUnavailable
+from annotator_bridge.labelstudio.connection import LabelStudioUnavailable
 from annotator_bridge.loop import LoopService, label_studio_gateway_factory
 from annotator_bridge.settings import Settings
 from annotator_bridge.worker.config import (

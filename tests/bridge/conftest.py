@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from annotator_bridge.labelstudio.gateway import LabelStudioGateway
-from annotator_bridge.labelstudio.server import LabelStudioServer, LabelStudioServerError
+from annotator_bridge.labelstudio.local import LabelStudioServerError
+from annotator_bridge.labelstudio.server import LabelStudioServer
 
 
 def _report(config: pytest.Config, line: str) -> None:

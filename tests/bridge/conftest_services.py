@@ -28,7 +28,7 @@ from annotator_bridge.client import ApiClient, wait_until
 from annotator_bridge.labelstudio.annotator import Annotator
 
 # the al-loop command lines shared with docker-compose.yml and `al-loop up` (test_compose.py compares them)
-from annotator_bridge.stack import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS
+from annotator_bridge.stack.processes import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS
 
 __all__ = ["SERVE_ARGS", "WORKER_DEFAULT_ARGS", "WORKER_TRAIN_ARGS", "Annotator", "ApiClient", "wait_until"]
 

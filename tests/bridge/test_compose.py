@@ -17,7 +17,7 @@ import yaml
 from annotator_bridge.cli import build_parser
 from annotator_bridge.commands import serve as serve_cmd
 from annotator_bridge.settings import ENV_NAMES
-from annotator_bridge.stack import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS
+from annotator_bridge.stack.processes import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS
 from tests.bridge import conftest_services
 
 REPO = Path(__file__).resolve().parents[2]

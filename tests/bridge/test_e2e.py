@@ -28,7 +28,7 @@ import pytest
 from al_loop.data.readers import dedupe_examples, read_examples
 from al_loop.types import Example, TaskKind
 from annotator_bridge.labelstudio.gateway import LabelStudioGateway
-from annotator_bridge.stack import READY_LINE
+from annotator_bridge.stack.local import READY_LINE
 from tests.bridge import conftest_services
 from tests.bridge.conftest_services import (
     WORKER_DEFAULT_ARGS,

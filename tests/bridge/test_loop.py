@@ -27,14 +27,10 @@ from al_loop.store import Store
 from al_loop.types import Example, ItemId, Span
 from annotator_bridge.dispatch import Dispatcher, InlineDispatcher, ThreadDispatcher
 from annotator_bridge.labelstudio.config import build_label_config, ner_config
+from annotator_bridge.labelstudio.connection import LabelStudioNotFound, LabelStudioUnavailable
 from annotator_bridge.labelstudio.convert import parse_annotation
-from annotator_bridge.labelstudio.gateway import (
-    UNCERTAINTY_SAMPLING,
-    AnnotatedTask,
-    LabelStudioNotFound,
-    LabelStudioUnavailable,
-    LSProject,
-)
+from annotator_bridge.labelstudio.projects import UNCERTAINTY_SAMPLING, LSProject
+from annotator_bridge.labelstudio.tasks import AnnotatedTask
 from annotator_bridge.loop import LoopService, ProjectSpec, annotation_key, parse_ls_time, publishing
 from annotator_bridge.settings import Settings
 from tests.core.fakes import FakeModel

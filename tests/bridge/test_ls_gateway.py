@@ -18,6 +18,11 @@ import pytest
 
 from al_loop.types import Example, ItemId, Span
 from annotator_bridge.labelstudio.config import LabelConfig, classification_config, ner_config
+from annotator_bridge.labelstudio.connection import (
+    LabelStudioNotFound,
+    LabelStudioRequestError,
+    LabelStudioUnavailable,
+)
 from annotator_bridge.labelstudio.convert import (
     AnnotationEvent,
     AnnotationsDeleted,
@@ -26,14 +31,10 @@ from annotator_bridge.labelstudio.convert import (
     prediction_result,
     prediction_to_ls,
 )
-from annotator_bridge.labelstudio.gateway import (
-    UNCERTAINTY_SAMPLING,
-    LabelStudioGateway,
-    LabelStudioNotFound,
-    LabelStudioRequestError,
-    LabelStudioUnavailable,
-)
-from annotator_bridge.labelstudio.server import LabelStudioServer, free_port
+from annotator_bridge.labelstudio.gateway import LabelStudioGateway
+from annotator_bridge.labelstudio.local import free_port
+from annotator_bridge.labelstudio.projects import UNCERTAINTY_SAMPLING
+from annotator_bridge.labelstudio.server import LabelStudioServer
 
 from .conftest import Receiver
 

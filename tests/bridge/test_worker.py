@@ -128,7 +128,7 @@ def test_dispatcher_routes_ids_to_queues(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_dispatcher_fails_fast_without_broker(tmp_path: Path) -> None:
-    from annotator_bridge.labelstudio.server import free_port
+    from annotator_bridge.labelstudio.local import free_port
 
     d = CeleryDispatcher(make_celery(_settings(tmp_path, AL_LOOP_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")))
     t0 = time.monotonic()

@@ -18,10 +18,7 @@ logging to ``<AL_LOOP_HOME>/logs/``):
 4. **The web server**: ``al-loop serve`` = werkzeug's threaded server. For the local stack that
    is enough: requests are short (webhook acks enqueue ids, ``/setup`` answers from the DB),
    there is one annotator team on loopback, and it adds no dependency; compose runs gunicorn.
-5. **The demo project** (unless ``demo=False``): the NCBI-disease sample shipped in
-   ``annotator_bridge/demo`` (NER), created through al-loop's HTTP API, which creates the Label
-   Studio project and connects the ML backend; round 0 (cold start) then pushes predictions.
-   Idempotent: a second start finds the project by name and reuses it.
+5. **The demo project** (unless ``demo=False``): see ``annotator_bridge.stack.demo``.
 
 Then it prints the URLs and credentials and waits; Ctrl-C / SIGTERM stops everything in reverse
 order (SIGTERM, SIGKILL after a grace period). Children also get SIGTERM if the stack process
@@ -34,144 +31,44 @@ Secrets (al-loop API token, webhook secret) are generated on the first start and
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import logging
 import os
 import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from al_loop.errors import AlLoopError
-from annotator_bridge.labelstudio.server import free_port, port_is_free
+from annotator_bridge.labelstudio.local import (
+    DEFAULT_PASSWORD,
+    DEFAULT_USER_TOKEN,
+    DEFAULT_USERNAME,
+    free_port,
+    port_is_free,
+)
 from annotator_bridge.settings import StackEnvironment
 
-log = logging.getLogger("annotator_bridge.stack")
+from .demo import DEMO_SAMPLE, DEMO_TEST_SAMPLE, StackApi, ensure_demo
+from .processes import (
+    SERVE_ARGS,
+    WORKER_DEFAULT_ARGS,
+    WORKER_TRAIN_ARGS,
+    Child,
+    StackError,
+    al_loop_argv,
+    http_ok,
+    log_tail,
+    wait_until,
+)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEMO_SAMPLE = PACKAGE_DIR / "demo" / "ncbi_disease_sample.tsv"
-DEMO_TEST_SAMPLE = PACKAGE_DIR / "demo" / "ncbi_disease_test_sample.tsv"
-DEMO_PROJECT_NAME = "NCBI-disease demo"
 READY_LINE = "al-loop is ready"
-# the al-loop command lines of the stack's processes; docker-compose.yml and the integration tests use the same
-WORKER_DEFAULT_ARGS = ("worker", "--queues", "default")
-WORKER_TRAIN_ARGS = ("worker", "--queues", "train", "--pool", "solo")
-SERVE_ARGS = ("serve",)
 STATE_FILE = "stack.json"
-
-
-DEMO_SPEC: dict[str, Any] = {
-    "name": DEMO_PROJECT_NAME,
-    "task": "ner",
-    "labels": ["Disease"],
-    "label_studio": {"title": DEMO_PROJECT_NAME,
-                     "description": "NCBI-disease sample (CC BY 4.0, see annotator_bridge/demo/ATTRIBUTION.md): "
-                                    "label Disease mentions; al-loop retrains every 20 labels."},
-    # sized for a CPU laptop: a round trains on the labels so far in well under a minute
-    "loop": {"strategy": "least_confidence", "seed_size": 20, "batch_size": 20, "retrain_every": 20},
-    "training": {"max_length": 128, "batch_size": 16, "min_epochs": 2, "max_epochs": 10, "target_steps": 60},
-}
-
-
-class StackError(AlLoopError):
-    """A service of the local stack could not be started; the message names its log file."""
-
-
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def al_loop_argv(*args: str) -> list[str]:
-    """``al-loop <args>`` run by this interpreter (works without the console script on PATH)."""
-    return [sys.executable, "-m", "annotator_bridge.cli", *args]
-
-
-class Child:
-    """One child process of the stack, in its own process group, logging to ``log_path``."""
-
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path,
-                 cwd: Path | None = None) -> None:
-        self.name, self.argv, self.env, self.log_path, self.cwd = name, argv, dict(env), log_path, cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._fh: Any = None
-
-    def start(self) -> Child:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self._fh, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=str(self.cwd) if self.cwd else None,
-                                     start_new_session=True, preexec_fn=_pdeathsig)
-        return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def check(self) -> None:
-        if not self.alive():
-            code = self.proc.returncode if self.proc is not None else None
-            raise StackError(f"{self.name} exited (code {code}); log {self.log_path}:\n{_tail(self.log_path)}")
-
-    def stop(self, grace: float = 20.0) -> None:
-        """SIGTERM the process group, SIGKILL after ``grace`` seconds. Idempotent."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0f s; killing it", self.name, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        if proc is not None:  # reap anything left in the group (e.g. prefork children)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str, check: Callable[[], None] | None = None,
-          interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if check is not None:
-            check()
-        if time.monotonic() > deadline:
-            raise StackError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def _http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return 200 <= resp.status < 300
-    except (OSError, ValueError):
-        return False
 
 
 @dataclass
@@ -265,7 +162,7 @@ class LocalStack:
             self._build_env()
             self._start_workers()
             self._start_web()
-            self._recover()
+            recover_unfinished(self.env, self._say)
             if self.config.demo:
                 self._ensure_demo()
             self._save_state()
@@ -302,16 +199,11 @@ class LocalStack:
             except OSError:
                 return False
 
-        _wait(pong, 30, "redis-server", self.redis.check, 0.05)
+        wait_until(pong, 30, "redis-server", self.redis.check, 0.05)
         self._say(f"broker: redis-server on {self.broker_url}")
 
     def _start_label_studio(self) -> None:
-        from annotator_bridge.labelstudio.server import (
-            DEFAULT_PASSWORD,
-            DEFAULT_USER_TOKEN,
-            DEFAULT_USERNAME,
-            LabelStudioServer,
-        )
+        from annotator_bridge.labelstudio.server import LabelStudioServer
 
         server = LabelStudioServer(self.config.ls_venv)
         if not server.is_installed():
@@ -363,7 +255,7 @@ class LocalStack:
             child = Child(name, al_loop_argv(*args), self.env, logs / f"{name}.log", cwd=self.home).start()
             self.children.append(child)
         for child in self.children[-2:]:
-            _wait(lambda c=child: "ready." in _tail(c.log_path, 200), 120, f"{child.name} to be ready",  # type: ignore[misc]
+            wait_until(lambda c=child: "ready." in log_tail(c.log_path, 200), 120, f"{child.name} to be ready",  # type: ignore[misc]
                   child.check)
         self._say("workers: default (threads) and train (solo pool) ready")
 
@@ -372,82 +264,15 @@ class LocalStack:
         child = Child("al-loop serve", argv, self.env, self.home / "logs" / "serve.log", cwd=self.home).start()
         self.children.append(child)
         self.web = child
-        _wait(lambda: _http_ok(f"{self.api_url}/health"), 120, "al-loop serve /health", child.check)
+        wait_until(lambda: http_ok(f"{self.api_url}/health"), 120, "al-loop serve /health", child.check)
         self._say(f"al-loop: {self.api_url}")
-
-    # ------------------------------------------------------------------ recovery / demo
-    def _recover(self) -> None:
-        """Re-dispatch unfinished rounds and pending pushes (duplicates are no-ops)."""
-        from al_loop.store import Store
-        from annotator_bridge.settings import Settings
-        from annotator_bridge.worker.celery_app import make_celery
-        from annotator_bridge.worker.dispatcher import CeleryDispatcher
-
-        settings = Settings.from_env(self.env)
-        store = Store(settings.database_url)
-        dispatcher = CeleryDispatcher(make_celery(settings))
-        try:
-            for project in store.list_projects():
-                active = store.active_round(project.id)
-                if active is not None:
-                    dispatcher.run_round(project.id, active.id)
-                    self._say(f"  project {project.id}: round {active.index} was unfinished; queued again")
-                last = store.last_succeeded_round(project.id)
-                if last is not None and last.push_status.is_outstanding:
-                    dispatcher.push_round(last.id)
-                    self._say(f"  project {project.id}: round {last.index} predictions not in Label Studio; "
-                              "push queued again")
-        finally:
-            dispatcher.close()
-            store.dispose()
-
-    def _api(self, method: str, path: str, body: Any = None, timeout: float = 120.0) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.api_url}{path}", data=data, method=method, headers={
-            "Authorization": f"Bearer {self.env['AL_LOOP_API_TOKEN']}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:1000]
-            raise StackError(f"al-loop API {method} {path} failed: HTTP {exc.code} {detail}") from exc
-        return json.loads(raw) if raw else None
 
     def _ensure_demo(self) -> None:
         """Create (or find) the demo NER project through the HTTP API and wait for round-0 predictions."""
-        found = [p for p in self._api("GET", "/api/projects")["projects"] if p["name"] == DEMO_PROJECT_NAME]
-        if found:
-            project = found[0]
-            self._say(f"demo: reusing project {project['id']} ({DEMO_PROJECT_NAME})")
-        else:
-            self._say(f"demo: creating project {DEMO_PROJECT_NAME!r} from {self.config.demo_file.name} ...")
-            project = self._api("POST", "/api/projects", DEMO_SPEC)["project"]
-            if self.config.demo_test_file is not None and self.config.demo_test_file.exists():
-                self._api("POST", f"/api/projects/{project['id']}/items",
-                          {"path": str(self.config.demo_test_file), "format": "bio", "split": "test"}, timeout=600)
-            self._api("POST", f"/api/projects/{project['id']}/items",
-                      {"path": str(self.config.demo_file), "format": "bio",
-                       "start_round": self.config.demo_round0}, timeout=600)
-        pid = int(project["id"])
-        self.state["demo_project_id"] = pid
-        status = self._api("GET", f"/api/projects/{pid}/status")
-        if self.config.demo_round0 and status.get("last_round") is None:
-            self._api("POST", f"/api/projects/{pid}/rounds")
-
-        def pushed() -> bool:
-            last = self._api("GET", f"/api/projects/{pid}/status").get("last_round") or {}
-            if last.get("status") in ("failed", "cancelled"):
-                raise StackError(f"demo round {last.get('index')} {last.get('status')}: {last.get('error')}")
-            return last.get("push_status") in ("done", "superseded")
-
-        if self.config.demo_round0:
-            _wait(pushed, 300, "round-0 predictions to reach Label Studio", self._check_children, 0.5)
-        status = self._api("GET", f"/api/projects/{pid}/status")
-        ls = status.get("label_studio") or {}
-        self.demo_project = {"id": pid, "name": DEMO_PROJECT_NAME, "ls_project_id": ls.get("project_id"),
-                             "model_version": ls.get("model_version"), "items": status.get("items")}
-        self._say(f"demo: project {pid} = Label Studio project {ls.get('project_id')}, "
-                  f"{(status.get('items') or {}).get('pool')} tasks, model version {ls.get('model_version')}")
+        api = StackApi(self.api_url, self.env["AL_LOOP_API_TOKEN"])
+        self.demo_project = ensure_demo(api, self.config.demo_file, self.config.demo_test_file,
+                                        self.config.demo_round0, say=self._say, check=self._check_children)
+        self.state["demo_project_id"] = self.demo_project["id"]
 
     def _check_children(self) -> None:
         for child in self.children:
@@ -480,7 +305,7 @@ class LocalStack:
         while not self._stopping.is_set():
             for child in self.children:
                 if not child.alive():
-                    self._say(f"{child.name} stopped unexpectedly; log {child.log_path}:\n{_tail(child.log_path)}")
+                    self._say(f"{child.name} stopped unexpectedly; log {child.log_path}:\n{log_tail(child.log_path)}")
                     return 1
             if self.label_studio is not None and not self.label_studio.running:
                 self._say(f"Label Studio stopped unexpectedly; log {self.label_studio.log_path}")
@@ -533,3 +358,29 @@ def run(config: StackConfig, out: TextIO | None = None) -> int:
             signal.signal(sig, handler)
         print("stopped.", file=stack.out, flush=True)
     return code
+
+
+def recover_unfinished(env: Mapping[str, str], say: Callable[[str], None]) -> None:
+    """Re-dispatch unfinished rounds and pending pushes (duplicates are no-ops)."""
+    from al_loop.store import Store
+    from annotator_bridge.settings import Settings
+    from annotator_bridge.worker.celery_app import make_celery
+    from annotator_bridge.worker.dispatcher import CeleryDispatcher
+
+    settings = Settings.from_env(env)
+    store = Store(settings.database_url)
+    dispatcher = CeleryDispatcher(make_celery(settings))
+    try:
+        for project in store.list_projects():
+            active = store.active_round(project.id)
+            if active is not None:
+                dispatcher.run_round(project.id, active.id)
+                say(f"  project {project.id}: round {active.index} was unfinished; queued again")
+            last = store.last_succeeded_round(project.id)
+            if last is not None and last.push_status.is_outstanding:
+                dispatcher.push_round(last.id)
+                say(f"  project {project.id}: round {last.index} predictions not in Label Studio; "
+                    "push queued again")
+    finally:
+        dispatcher.close()
+        store.dispose()
