@@ -37,7 +37,7 @@ class TrainingConfig:
     window_stride: int = -1  # tokens of overlap between windows of long texts; -1 = min(32, max_length // 4)
     min_epochs: int = 3
     max_epochs: int = 20
-    target_steps: int = 150
+    target_steps: int = 100  # 150 before 2026-12-01: same dev accuracy on TREC training questions, 1.4x slower
     val_fraction: float = 0.0  # > 0: hold out a validation split for early stopping (off: it hurt small sets)
     min_val_size: int = 40
     patience: int = 2
