@@ -29,7 +29,7 @@ class TrainingConfig:
     """
 
     learning_rate: float = 1e-4
-    head_learning_rate: float = 1e-3
+    head_learning_rate: float | None = None  # None: 1e-3 for classification, 3e-3 for NER (see trainer.py)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     batch_size: int = 16
@@ -68,6 +68,8 @@ class TrainingConfig:
             raise ConfigError("window_stride must be in [0, max_length/2)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError("precision must be auto, fp32 or bf16")
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise ConfigError("head_learning_rate must be > 0 (or null for the task's default)")
         if self.learner not in LEARNERS:
             raise ConfigError(f"learner must be one of {', '.join(LEARNERS)}")
         if self.holdout_folds < 2 or self.min_holdout < 1 or self.switch_after < 1:

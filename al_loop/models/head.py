@@ -38,7 +38,14 @@ from al_loop.data.schema import LabelSchema
 from al_loop.errors import EmptyInputError, ModelLoadError, SchemaError
 from al_loop.models.artifacts import make_manifest, read_artifact, write_artifact
 from al_loop.models.loading import resolve_model_path
-from al_loop.models.model import ModelOutput, TextModel, decode_label_probs, labelled_examples, prediction_metrics
+from al_loop.models.model import (
+    ModelOutput,
+    TextModel,
+    decode_label_probs,
+    labelled_examples,
+    prediction_metrics,
+    stored_training_config,
+)
 from al_loop.types import Example, Span, TaskKind
 
 log = logging.getLogger(__name__)
@@ -245,9 +252,7 @@ class HeadModel:
         if manifest.get("learner") != "head":
             raise ModelLoadError(f"artifact {artifact_dir} is not a head model")
         if config is None:
-            stored = manifest.get("training_config") or {}
-            known = set(TrainingConfig.__dataclass_fields__)
-            config = TrainingConfig(**{k: v for k, v in stored.items() if k in known})
+            config = stored_training_config(manifest, artifact_dir)
         try:
             tensors = load_file(str(Path(artifact_dir) / HEAD_FILE))
         except (OSError, ValueError) as exc:

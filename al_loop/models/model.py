@@ -231,13 +231,7 @@ class TextModel:
         """
         schema, manifest = read_artifact(artifact_dir)
         if config is None:
-            stored = manifest.get("training_config") or {}
-            known = set(TrainingConfig.__dataclass_fields__)
-            try:
-                config = TrainingConfig(**{k: v for k, v in stored.items() if k in known})
-            except (ConfigError, TypeError) as exc:
-                log.warning("artifact %s: stored training config unusable (%s); using defaults", artifact_dir, exc)
-                config = TrainingConfig()
+            config = stored_training_config(manifest, artifact_dir)
         device = pick_device(config.device)
         dtype = pick_precision(config.precision, device)
         model, tokenizer = _load_hf(str(artifact_dir), schema, from_artifact=True)
@@ -602,6 +596,17 @@ class TextModel:
         if not labelled:
             raise EmptyInputError("no labelled examples to evaluate")
         return self._metrics(labelled)
+
+
+def stored_training_config(manifest: dict[str, Any], artifact_dir: str | Path) -> TrainingConfig:
+    """The training config saved in an artifact's manifest (unknown keys dropped; defaults when unusable)."""
+    stored = manifest.get("training_config") or {}
+    known = set(TrainingConfig.__dataclass_fields__)
+    try:
+        return TrainingConfig(**{k: v for k, v in stored.items() if k in known})
+    except (ConfigError, TypeError) as exc:
+        log.warning("artifact %s: stored training config unusable (%s); using defaults", artifact_dir, exc)
+        return TrainingConfig()
 
 
 def decode_label_probs(schema: LabelSchema, probs: np.ndarray) -> list[tuple[str, ...]]:
