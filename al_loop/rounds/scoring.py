@@ -14,7 +14,7 @@ import numpy as np
 
 from al_loop.data.schema import LabelSchema
 from al_loop.store.records import ScoredItem
-from al_loop.strategies import PoolView, Strategy
+from al_loop.strategies import DedupedStrategy, PoolView, Strategy
 from al_loop.types import ItemId, Span, TaskKind
 
 __all__ = ["item_confidence", "prediction_payload", "rank_pool"]
@@ -62,7 +62,10 @@ def rank_pool(
     t0 = time.perf_counter()
     output = model.predict(list(texts), embeddings=True)
     labelled_emb = text_emb = labelled_text_emb = None
-    if strategy.needs_embeddings and labelled_texts:
+    # the model's labelled embeddings serve the inner strategy (ranked batch) or, without base embeddings, the filter
+    inner = strategy.inner if isinstance(strategy, DedupedStrategy) else strategy
+    wants_labelled = inner.needs_embeddings or (isinstance(strategy, DedupedStrategy) and base_embed is None)
+    if wants_labelled and labelled_texts:
         labelled_emb = model.predict(list(labelled_texts), embeddings=True).embeddings
     if base_embed is not None:
         text_emb = base_embed(texts)

@@ -11,7 +11,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, is_dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -449,8 +449,3 @@ def _score(metrics: dict[str, Any]) -> float:
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str) or v is None}
 
-
-def _as_dict(report: Any) -> dict[str, Any]:
-    if is_dataclass(report) and not isinstance(report, type):
-        return asdict(report)
-    return dict(report or {})
