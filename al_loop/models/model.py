@@ -659,7 +659,8 @@ def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool) -> tuple[
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     auto = AutoModelForTokenClassification if schema.task is TaskKind.NER else AutoModelForSequenceClassification
-    kwargs: dict[str, Any] = {"local_files_only": True}
+    # weights only from safetensors, never from a pickle (pytorch_model.bin), user-given paths included
+    kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
     if not from_artifact:
         kwargs.update(
             num_labels=schema.num_outputs,

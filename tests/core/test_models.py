@@ -49,6 +49,24 @@ def test_create_with_missing_model_raises_model_load_error() -> None:
         TextModel.create(CLS, base_model="/definitely/not/here", config=SMALL)
 
 
+def test_weights_load_only_from_safetensors(tmp_path: Path) -> None:
+    """A folder whose weights are a pickle (pytorch_model.bin) is refused, never unpickled."""
+    import shutil
+
+    default = Path(resolve_model_path("default"))
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(default / name, tmp_path / name)
+    marker = tmp_path / "unpickled"
+    # a pickle that would create `marker` if anything loaded it
+    payload = (
+        b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+    )
+    (tmp_path / "pytorch_model.bin").write_bytes(payload)
+    with pytest.raises(ModelLoadError, match="safetensors"):
+        TextModel.create(CLS, base_model=str(tmp_path), config=SMALL)
+    assert not marker.exists()
+
+
 def test_pick_device_and_precision() -> None:
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
