@@ -13,6 +13,8 @@ Environment variables (same names in the local stack, docker compose and ``deplo
                           ``filesystem://`` transport under ``$AL_LOOP_HOME/broker``
 ``AL_LOOP_ARTIFACTS_DIR`` model artifacts (default ``$AL_LOOP_HOME/artifacts``)
 ``AL_LOOP_API_TOKEN``     bearer token of the management API ``/api/...`` (unset = API refused)
+``AL_LOOP_DASHBOARD_TOKEN`` set = ``/dashboard/...`` and ``/metrics`` need this token (or the
+                          API token); unset = both open (meant for loopback)
 ``AL_LOOP_WEBHOOK_SECRET`` shared secret Label Studio sends in the ``X-AL-Loop-Secret`` header
 ``AL_LOOP_PUBLIC_URL``    how Label Studio reaches this server (ML backend URL; its webhook is
                           ``<url>/webhook``)
@@ -56,6 +58,7 @@ ENV_NAMES: dict[str, str] = {
     "broker_url": "AL_LOOP_BROKER_URL",
     "artifacts_dir": "AL_LOOP_ARTIFACTS_DIR",
     "api_token": "AL_LOOP_API_TOKEN",
+    "dashboard_token": "AL_LOOP_DASHBOARD_TOKEN",
     "webhook_secret": "AL_LOOP_WEBHOOK_SECRET",
     "public_url": "AL_LOOP_PUBLIC_URL",
     "label_studio_url": "LABEL_STUDIO_URL",
@@ -68,7 +71,7 @@ ENV_NAMES: dict[str, str] = {
 }
 """Settings field -> environment variable."""
 
-SECRET_FIELDS = frozenset({"api_token", "webhook_secret", "label_studio_api_key"})
+SECRET_FIELDS = frozenset({"api_token", "dashboard_token", "webhook_secret", "label_studio_api_key"})
 _QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 
 
@@ -103,6 +106,7 @@ class Settings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_MB * 1024 * 1024
     import_dirs: tuple[Path, ...] = ()
     log_level: str = "INFO"
+    dashboard_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
@@ -176,6 +180,7 @@ class Settings:
             max_request_bytes=_int(get("max_request_bytes"), "max_request_bytes", DEFAULT_MAX_REQUEST_MB) * 1024 * 1024,
             import_dirs=import_dirs,
             log_level=get("log_level") or "INFO",
+            dashboard_token=get("dashboard_token"),
         )
 
     # ------------------------------------------------------------------ derived values
