@@ -50,6 +50,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert s.database_url.startswith("postgresql") and s.sqlite_path is None
     assert s.broker_url == "redis://127.0.0.1:6379/0" and not s.uses_filesystem_broker
     assert (s.api_token, s.webhook_secret, s.label_studio_api_key) == ("api-token", "hook-secret", "ls-key")
+    assert s.dashboard_token == "dash-token" and "dash-token" not in repr(s) + repr(s.to_dict())
     assert s.public_url == "http://127.0.0.1:9090"  # trailing slash dropped
     assert s.label_studio_configured
     assert s.visibility_timeout == 3600 and s.train_queue == "gpu0"
