@@ -34,6 +34,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "AL_LOOP_BROKER_URL": "redis://127.0.0.1:6379/0",
         "AL_LOOP_ARTIFACTS_DIR": str(tmp_path / "art"),
         "AL_LOOP_API_TOKEN": "api-token",
+        "AL_LOOP_DASHBOARD_TOKEN": "dash-token",
         "AL_LOOP_WEBHOOK_SECRET": "hook-secret",
         "AL_LOOP_PUBLIC_URL": "http://127.0.0.1:9090/",
         "LABEL_STUDIO_URL": "http://127.0.0.1:8080",
