@@ -9,6 +9,7 @@ with ``SELECT ... FOR UPDATE`` for the same check.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -109,12 +110,32 @@ class Store:
         Base.metadata.create_all(self.engine)
         _migrate_integration_column(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._ambient = threading.local()  # the session of an open ``transaction()``, per thread
         self.clock = clock
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """One transaction; inside ``transaction()`` the caller's (no commit of its own)."""
+        outer = getattr(self._ambient, "session", None)
+        if outer is not None:
+            yield outer
+            return
         with self._sessions() as s, s.begin():
             yield s
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make every Store call of this thread inside the block one transaction: one commit at the end,
+        nothing written when the block raises (batch ingest). Nested blocks join the outer one."""
+        if getattr(self._ambient, "session", None) is not None:
+            yield
+            return
+        with self._sessions() as s, s.begin():
+            self._ambient.session = s
+            try:
+                yield
+            finally:
+                self._ambient.session = None
 
     def dispose(self) -> None:
         self.engine.dispose()
