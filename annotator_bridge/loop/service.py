@@ -6,6 +6,7 @@ One object per process (web or worker) with its collaborators injected:
 - ``links`` (:class:`~annotator_bridge.loop.link.LabelStudioLinks`): gateway, label config, ML backend, task mapping;
 - ``projects`` (:class:`~annotator_bridge.loop.projects.ProjectSetup`): create/attach projects, import items;
 - ``annotations`` (:class:`~annotator_bridge.loop.annotations.AnnotationSync`): webhook events, ingest, reconcile;
+- ``batches`` (:class:`~annotator_bridge.loop.batch.BatchIngest`): many webhook events in one transaction;
 - ``publisher`` (:class:`~annotator_bridge.loop.publishing.RoundPublisher`): request/execute/push rounds, versions;
 
 and exposes their entry points, so a view or a task calls one method. Every method takes ids
@@ -14,7 +15,7 @@ and is safe to call again (webhooks and Celery tasks are redelivered).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from al_loop.types import Example
 from annotator_bridge.dispatch import Dispatcher, InlineDispatcher
 from annotator_bridge.labelstudio.config import LabelConfig
 from annotator_bridge.loop.annotations import AnnotationSync
+from annotator_bridge.loop.batch import BatchIngest
 from annotator_bridge.loop.link import LabelStudioLinks
 from annotator_bridge.loop.ports import Gateway, GatewayFactory, label_studio_gateway_factory
 from annotator_bridge.loop.projects import ProjectSetup
@@ -56,6 +58,8 @@ class LoopService:
                                         reconcile=lambda pid: self.annotations.reconcile(pid), clock=clock)
         self.annotations = AnnotationSync(store, self.links, start_round=self.publisher.start_round,
                                           should_start_round=rounds.should_start_round, clock=clock)
+        self.batches = BatchIngest(store, self.links, self.annotations, start_round=self.publisher.start_round,
+                                   should_start_round=rounds.should_start_round)
         self.projects = ProjectSetup(store, settings, self.links, start_round=self.publisher.start_round)
         if dispatcher is None:
             dispatcher = InlineDispatcher(self)
@@ -89,6 +93,10 @@ class LoopService:
 
     def handle_event(self, project_id: int, payload: Mapping[str, Any]) -> dict[str, Any]:
         return self.annotations.handle_event(project_id, payload)
+
+    def handle_events(self, project_id: int, payloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Webhook bodies of one project in one transaction (:meth:`BatchIngest.handle_events`)."""
+        return self.batches.handle_events(project_id, payloads)
 
     def reconcile(self, project_id: int) -> dict[str, Any]:
         return self.annotations.reconcile(project_id)

@@ -19,7 +19,7 @@ Delivery guarantees (see DESIGN.md section 5):
   (tests) also recovers abandoned messages quickly.
 * No result backend: round status, progress and errors live in the al-loop database.
 
-Queues: ``default`` (ingest, push, reconcile: light I/O) and the train queue
+Queues: ``default`` (ingest and its batched drain, push, reconcile: light I/O) and the train queue
 (``AL_LOOP_TRAIN_QUEUE``, default ``train``: rounds; one solo-pool worker per GPU).
 """
 
@@ -38,7 +38,8 @@ INGEST_TASK = "al_loop.ingest_event"
 RUN_ROUND_TASK = "al_loop.run_round"
 PUSH_ROUND_TASK = "al_loop.push_round"
 RECONCILE_TASK = "al_loop.reconcile"
-DEFAULT_QUEUE_TASKS = (INGEST_TASK, PUSH_ROUND_TASK, RECONCILE_TASK)
+DRAIN_INGEST_TASK = "al_loop.drain_ingest"
+DEFAULT_QUEUE_TASKS = (INGEST_TASK, DRAIN_INGEST_TASK, PUSH_ROUND_TASK, RECONCILE_TASK)
 
 SETTINGS_KEY = "al_loop_settings"
 RETRY_COUNTDOWN_KEY = "al_loop_retry_countdown"
@@ -139,6 +140,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 __all__ = [
     "DEFAULT_QUEUE",
     "DEFAULT_QUEUE_TASKS",
+    "DRAIN_INGEST_TASK",
     "INGEST_TASK",
     "PUSH_ROUND_TASK",
     "RECONCILE_TASK",

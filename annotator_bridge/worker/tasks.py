@@ -17,8 +17,14 @@ Retry policy:
   claim) is retried after ``countdown`` seconds (shorter than the visibility timeout) until the
   owner finishes (then the retry is a no-op) or its heartbeat goes stale (then it is taken
   over). A finished round is a no-op, so a duplicate or redelivered task does nothing.
-* ``push_round`` / ``reconcile`` / ``ingest_event``: retried on ``LabelStudioUnavailable`` with
-  exponential backoff (capped at 5 min, with jitter), at most ``MAX_LS_RETRIES`` times.
+* ``push_round`` / ``reconcile`` / ``ingest_event`` / ``drain_ingest``: retried on
+  ``LabelStudioUnavailable`` with exponential backoff (capped at 5 min, with jitter), at most
+  ``MAX_LS_RETRIES`` times.
+
+Ingest with a Redis broker: ``drain_ingest`` applies the webhook events waiting in the ingest
+list in batches (one transaction per project and batch; see
+:mod:`annotator_bridge.worker.ingest_queue`); ``ingest_event`` (one event per task) serves the
+filesystem broker. A worker that starts schedules a drain when events are waiting.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from annotator_bridge.labelstudio.connection import LabelStudioUnavailable
 from annotator_bridge.loop import LoopService, label_studio_gateway_factory
 from annotator_bridge.settings import Settings
 from annotator_bridge.worker.config import (
+    DRAIN_INGEST_TASK,
     INGEST_TASK,
     MAX_ROUND_RETRIES_KEY,
     PUSH_ROUND_TASK,
@@ -51,6 +58,7 @@ from annotator_bridge.worker.config import (
     stale_after_of,
 )
 from annotator_bridge.worker.dispatcher import CeleryDispatcher
+from annotator_bridge.worker.ingest_queue import drain
 
 log = logging.getLogger("annotator_bridge.worker")
 
@@ -71,6 +79,7 @@ class WorkerServices:
     store: Store
     rounds: RoundService
     loop: LoopService
+    dispatcher: CeleryDispatcher | None = None
 
 
 _services: WorkerServices | None = None
@@ -98,8 +107,9 @@ def build_services(settings: Settings, app: Celery) -> WorkerServices:
         owner=f"{socket.gethostname()}:{os.getpid()}",
         stale_after=stale_after_of(settings),
     )
-    loop = LoopService(store, label_studio_gateway_factory(settings), rounds, CeleryDispatcher(app), settings)
-    return WorkerServices(settings=settings, store=store, rounds=rounds, loop=loop)
+    dispatcher = CeleryDispatcher(app)
+    loop = LoopService(store, label_studio_gateway_factory(settings), rounds, dispatcher, settings)
+    return WorkerServices(settings=settings, store=store, rounds=rounds, loop=loop, dispatcher=dispatcher)
 
 
 def get_services(app: Celery) -> WorkerServices:
@@ -118,6 +128,8 @@ def reset_services() -> None:
     with _services_lock:
         if _services is not None:
             _services.store.dispose()
+            if _services.dispatcher is not None:
+                _services.dispatcher.close()
         _services = None
 
 
@@ -130,12 +142,43 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
             get_services(app)
         except Exception:  # the first task will raise it with context
             log.exception("could not build the worker's services")
+            return
+        kick_ingest(app)
+
+
+def kick_ingest(app: Celery) -> bool:
+    """Schedule a drain when webhook events wait in the ingest list and no drain holds its lock."""
+    dispatcher = get_services(app).dispatcher
+    queue = dispatcher.ingest_queue if dispatcher is not None else None
+    if dispatcher is None or queue is None:
+        return False
+    try:
+        token = queue.schedule()
+        if token is not None:
+            dispatcher.send_drain(token)
+            log.info("ingest queue: %d events waiting; drain scheduled", queue.depth())
+            return True
+    except Exception as exc:
+        log.warning("ingest queue: could not schedule a drain: %s", exc)
+    return False
 
 
 @shared_task(name=INGEST_TASK, bind=True, **LS_RETRY)
 def ingest_event(self: Any, project_id: int, payload: dict[str, Any]) -> None:
     """Record one Label Studio webhook payload (idempotent by annotation id + updated_at)."""
     get_services(self.app).loop.handle_event(int(project_id), payload)
+
+
+@shared_task(name=DRAIN_INGEST_TASK, bind=True, **LS_RETRY)
+def drain_ingest(self: Any, token: str) -> None:
+    """Apply the webhook events waiting in the ingest list, in batches, while ``token`` holds the drain lock."""
+    services = get_services(self.app)
+    queue = services.dispatcher.ingest_queue if services.dispatcher is not None else None
+    if queue is None:
+        log.error("drain_ingest without a Redis broker; dropped")
+        return
+    n = drain(queue, services.loop.handle_events, str(token))
+    log.info("ingest queue: drain applied %d events", n)
 
 
 @shared_task(name=RUN_ROUND_TASK, bind=True)
@@ -173,5 +216,5 @@ def reconcile(self: Any, project_id: int) -> None:
     get_services(self.app).loop.reconcile(int(project_id))
 
 
-__all__ = ["WorkerServices", "build_services", "get_services", "ingest_event", "push_round", "reconcile",
-           "reset_services", "run_round", "settings_of"]
+__all__ = ["WorkerServices", "build_services", "drain_ingest", "get_services", "ingest_event", "kick_ingest",
+           "push_round", "reconcile", "reset_services", "run_round", "settings_of"]

@@ -117,6 +117,7 @@ def test_dispatcher_routes_ids_to_queues(tmp_path: Path, monkeypatch: pytest.Mon
         monkeypatch.setattr(task, "apply_async",
                             lambda args, queue, routing_key, _n=name: rec.sent.append((_n, args, queue)))
     d = CeleryDispatcher(app)
+    d.ingest_queue = None  # as with the filesystem broker: one ingest task per event (Redis: test_faults.py)
     d.ingest_event(3, {"action": "ANNOTATION_CREATED"})
     d.run_round(3, 7)
     d.push_round(7)
