@@ -218,6 +218,8 @@ class LabelRecord:
     received_at: datetime
     skipped: bool
     deleted: bool
+    version_at: datetime | None = None
+    """The source's own version time (None: the annotation came without one; compared by content)."""
 
 
 def payload_from_example(ex: Example) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -35,6 +35,7 @@ from al_loop.states import (
     check_round_transition,
     check_version_transition,
 )
+from al_loop.store.migrate import migrate
 from al_loop.store.records import (
     LINK_FIELDS,
     ImportReport,
@@ -61,6 +62,7 @@ from al_loop.store.tables import (
     ScoreRow,
     SimulationRow,
 )
+from al_loop.store.versions import LabelOutcome, content_key, judge
 from al_loop.types import Example, ItemId, TaskKind
 
 Clock = Callable[[], datetime]
@@ -108,7 +110,7 @@ class Store:
         self.url = url
         self.engine = _make_engine(url)
         Base.metadata.create_all(self.engine)
-        _migrate_integration_column(self.engine)
+        migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._ambient = threading.local()  # the session of an open ``transaction()``, per thread
         self.clock = clock
@@ -414,15 +416,15 @@ class Store:
         updated_at: datetime | None = None,
         lead_time: float | None = None,
     ) -> str:
-        """Store one annotation idempotently.
+        """Store one annotation idempotently (the rules: :mod:`al_loop.store.versions`).
 
-        Returns ``"created"``, ``"updated"`` (a newer version of the same annotation),
-        ``"duplicate"`` (same version seen before) or ``"stale"`` (older than what is stored:
-        an out-of-order event, ignored). A deleted annotation that arrives again with a newer
-        ``updated_at`` comes back to life.
+        ``updated_at`` is the source's own version time (Label Studio's ``updated_at``), None when
+        the delivery carried no parseable one: it is then compared by content. Returns
+        ``"created"``, ``"updated"`` (a newer or different version), ``"duplicate"`` (seen before:
+        nothing changes) or ``"stale"`` (older than what is stored, or other content for a deleted
+        annotation: ignored). A deleted annotation comes back only with a strictly newer time.
         """
         now = self.clock()
-        updated_at = updated_at or now
         with self.session() as s:
             self._project_row(s, project_id)
             if s.scalar(select(ItemRow.id).where(ItemRow.project_id == project_id, ItemRow.item_id == item_id)) is None:
@@ -440,21 +442,25 @@ class Store:
                         source=source,
                         payload=body,
                         annotator=annotator,
-                        updated_at=updated_at,
+                        updated_at=updated_at or now,
+                        version_at=updated_at,
                         received_at=now,
                         skipped=skipped,
                         deleted=False,
                         lead_time=lead_time,
                     )
                 )
-                return "created"
-            if updated_at < row.updated_at:
-                return "stale"
-            if updated_at == row.updated_at:  # a redelivered event (also for a deleted annotation)
-                return "duplicate"
-            row.payload, row.skipped, row.deleted = body, skipped, False
-            row.updated_at, row.received_at, row.annotator = updated_at, now, annotator or row.annotator
-            return "updated"
+                return LabelOutcome.CREATED.value
+            verdict = judge(stored_version=row.version_at, deleted=row.deleted, incoming_version=updated_at,
+                            same_content=content_key(row.payload, row.skipped) == content_key(body, skipped))
+            if verdict.record_version and updated_at is not None:
+                row.version_at, row.updated_at = updated_at, max(updated_at, row.updated_at)
+            if verdict.outcome is LabelOutcome.UPDATED:
+                row.payload, row.skipped, row.deleted = body, skipped, False
+                row.version_at = updated_at or row.version_at  # without a time, the newest known time stays
+                row.updated_at = updated_at or max(now, row.updated_at)
+                row.received_at, row.annotator = now, annotator or row.annotator
+            return verdict.outcome.value
 
     def delete_labels(self, project_id: int, annotation_keys: Iterable[str]) -> int:
         with self.session() as s:
@@ -925,6 +931,7 @@ def _label(r: LabelRow) -> LabelRecord:
         received_at=r.received_at,
         skipped=r.skipped,
         deleted=r.deleted,
+        version_at=r.version_at,
     )
 
 
@@ -956,30 +963,3 @@ def _link_fields(fields: dict[str, Any]) -> dict[str, Any]:
 def _rejected(r: RejectedAnnotationRow) -> RejectedAnnotation:
     return RejectedAnnotation(annotation_id=r.annotation_id, task_id=r.task_id, item_id=r.item_id,
                               updated_at=r.updated_at or None, type=r.type, error=r.error, at=r.at)
-
-
-def _migrate_integration_column(engine: Engine) -> None:
-    """Databases written before the typed link kept it in ``projects.integration`` (JSON): move it, drop the column."""
-    if "integration" not in {c["name"] for c in inspect(engine).get_columns("projects")}:
-        return
-    import json
-
-    with engine.begin() as conn:
-        for pid, raw in conn.execute(text("SELECT id, integration FROM projects")).all():
-            bag = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
-            if bag.get("ls_project_id") is None:
-                continue
-            ml = bag.get("ml_backend") or {}
-            conn.execute(insert(LabelStudioLinkRow).values(
-                project_id=pid, ls_project_id=int(bag["ls_project_id"]), url=bag.get("ls_url"),
-                label_config=bag.get("ls_label_config"), attached=bool(bag.get("ls_attached")),
-                model_version=bag.get("ls_model_version"), ml_backend_status=ml.get("status"),
-                ml_backend_url=ml.get("url"), ml_backend_id=ml.get("id"), ml_backend_error=ml.get("error"),
-                needs_reconcile=bool(bag.get("needs_reconcile")), last_reconcile=bag.get("last_reconcile"),
-                config_warning=bag.get("config_warning")))
-            for r in bag.get("rejected") or []:
-                conn.execute(insert(RejectedAnnotationRow).values(
-                    project_id=pid, annotation_id=int(r.get("annotation_id") or 0), task_id=r.get("task_id"),
-                    item_id=r.get("item_id"), updated_at=r.get("updated_at") or "", type=str(r.get("type") or ""),
-                    error=str(r.get("error") or ""), at=datetime.utcnow()))
-        conn.execute(text("ALTER TABLE projects DROP COLUMN integration"))

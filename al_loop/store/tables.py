@@ -108,7 +108,8 @@ class LabelRow(Base):
     source: Mapped[str] = mapped_column(String(30))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     annotator: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)  # the version time, else when it was received
+    version_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # the source's; None = it gave none
     received_at: Mapped[datetime] = mapped_column(DateTime)
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)

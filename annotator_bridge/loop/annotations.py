@@ -1,7 +1,9 @@
 """``AnnotationSync``: Label Studio annotations into the store (webhook events and reconciliation).
 
-Labels are recorded idempotently (key ``ls:<annotation id>``, newest ``updated_at`` wins,
-skipped = skipped label, deletions); invalid annotations are rejected (one row each in the
+Labels are recorded idempotently (key ``ls:<annotation id>``; a newer ``updated_at`` wins; an
+event without a parseable ``updated_at`` is compared by content: the same content is a duplicate,
+other content an update; a deletion is final unless a strictly newer version arrives; skipped =
+skipped label; the rules: :mod:`al_loop.store.versions`); invalid annotations are rejected (one row each in the
 store, written by the ingest that refused them), logged and listed in the project's status,
 never raised; after new labels the retrain policy may queue a round. ``reconcile`` re-reads
 every annotated task: Label Studio is the source of truth, so a lost webhook loses nothing.
@@ -32,7 +34,7 @@ from annotator_bridge.labelstudio.convert import (
     parse_webhook,
 )
 from annotator_bridge.loop.link import LabelStudioLinks
-from annotator_bridge.loop.ports import LABEL_SOURCE, annotation_key, parse_ls_time
+from annotator_bridge.loop.ports import LABEL_SOURCE, MAX_DB_INT, annotation_key, parse_ls_time
 
 log = logging.getLogger("annotator_bridge.loop")
 
@@ -115,6 +117,10 @@ class AnnotationSync:
 
     def ingest(self, project: Project, cfg: LabelConfig, ev: AnnotationEvent) -> str:
         """Record one annotation; returns the store outcome, ``rejected`` or ``unknown_task``."""
+        if not (0 < ev.annotation_id <= MAX_DB_INT and 0 < ev.task_id <= MAX_DB_INT):
+            log.warning("project %s: annotation id or task id out of range (annotation %s, task %s); dropped",
+                        project.id, str(ev.annotation_id)[:30], str(ev.task_id)[:30])
+            return "rejected"
         item = self._item_for(project, ev.item_id, ev.task_id)
         if item is None:
             log.info("project %s: annotation %s is for task %s, which al-loop does not know yet; reconcile later",
@@ -140,6 +146,9 @@ class AnnotationSync:
             return "rejected"
         annotator = str(ev.completed_by) if ev.completed_by is not None else None
         updated_at = parse_ls_time(ev.updated_at)
+        if updated_at is None and ev.updated_at is not None:
+            log.warning("project %s: annotation %s has an unreadable updated_at (%r); compared by content",
+                        project.id, ev.annotation_id, str(ev.updated_at)[:40])
         key = annotation_key(ev.annotation_id)
         if isinstance(converted, Skipped):
             outcome = self.store.record_label(project.id, item.item_id, key, payload=None, source=LABEL_SOURCE,

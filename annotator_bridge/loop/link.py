@@ -21,7 +21,7 @@ from al_loop.types import Example, ItemId
 from annotator_bridge.labelstudio.config import LabelConfig, build_label_config, parse_label_config
 from annotator_bridge.labelstudio.connection import LabelStudioRequestError, LabelStudioUnavailable
 from annotator_bridge.labelstudio.convert import ITEM_ID_KEY
-from annotator_bridge.loop.ports import Gateway, GatewayFactory
+from annotator_bridge.loop.ports import MAX_DB_INT, Gateway, GatewayFactory
 from annotator_bridge.settings import WEBHOOK_SECRET_HEADER, Settings
 
 log = logging.getLogger("annotator_bridge.loop")
@@ -129,7 +129,11 @@ class LabelStudioLinks:
         return {"adopted": adopted, "created": created}
 
     def adopt_tasks(self, project: Project, tasks: Iterable[Mapping[str, Any]]) -> int:
-        """Items for Label Studio tasks al-loop does not know (item id = ``data.item_id`` or ``ls-<task id>``)."""
+        """Items for Label Studio tasks al-loop does not know (item id = ``data.item_id`` or ``ls-<task id>``).
+
+        The new items and every task id are written in one transaction: an item never lands without
+        its task id. Task ids that are not database integers are skipped with a warning.
+        """
         cfg = self.label_config(project)
         items = self.store.get_items(project.id)
         by_id = {it.item_id: it for it in items}
@@ -141,6 +145,10 @@ class LabelStudioLinks:
             if not isinstance(task, Mapping) or isinstance(task.get("id"), bool) or not isinstance(task.get("id"), int):
                 continue
             task_id = int(task["id"])
+            if not 0 < task_id <= MAX_DB_INT:
+                log.warning("project %s: Label Studio task id %s is out of range; not adopted", project.id,
+                            str(task_id)[:30])
+                continue
             if task_id in by_task:
                 continue
             raw_data = task.get("data")
@@ -161,15 +169,17 @@ class LabelStudioLinks:
                 continue
             new.append(Example(ItemId(item_id), text))
             new_tasks[item_id] = task_id
-        if new:
-            report = self.store.add_items(project.id, new, "pool")
-            dupes = set(report.duplicate_texts)
-            mapping.update({k: v for k, v in new_tasks.items() if k not in dupes})
-            if dupes:
-                log.warning("project %s: %d Label Studio tasks repeat the text of an existing item; not adopted",
-                            project.id, len(dupes))
+        dupes: set[str] = set()
+        with self.store.transaction():  # the items and their task ids: both or neither
+            if new:
+                dupes = set(self.store.add_items(project.id, new, "pool").duplicate_texts)
+                mapping.update({k: v for k, v in new_tasks.items() if k not in dupes})
+            if mapping:
+                self.store.set_ext_task_ids(project.id, mapping)
+        if dupes:
+            log.warning("project %s: %d Label Studio tasks repeat the text of an existing item; not adopted",
+                        project.id, len(dupes))
         if mapping:
-            self.store.set_ext_task_ids(project.id, mapping)
             log.info("project %s: %d Label Studio tasks mapped to items", project.id, len(mapping))
         return len(mapping)
 

@@ -19,6 +19,8 @@ LABEL_SOURCE = "labelstudio"
 """``source`` of labels that came from Label Studio."""
 IMPORT_SOURCE = "import"
 """``source`` of gold labels recorded by an import (``record_labels``)."""
+MAX_DB_INT = 2**63 - 1
+"""The largest id a database integer column holds (SQLite, PostgreSQL BIGINT); larger Label Studio ids are refused."""
 
 
 def annotation_key(annotation_id: int) -> str:
@@ -90,6 +92,7 @@ def label_studio_gateway_factory(settings: Settings) -> GatewayFactory:
 __all__ = [
     "IMPORT_SOURCE",
     "LABEL_SOURCE",
+    "MAX_DB_INT",
     "Gateway",
     "GatewayFactory",
     "annotation_key",
