@@ -24,12 +24,15 @@ Environment variables (same names in the local stack, docker compose and ``deplo
 ``AL_LOOP_TRAIN_QUEUE``   Celery queue of training rounds (default ``train``)
 ``AL_LOOP_MAX_REQUEST_MB`` largest accepted request body in MiB (default 64; larger = HTTP 413)
 ``AL_LOOP_IMPORT_DIRS``   server folders the items API may read files from (``os.pathsep``
-                          separated); unset = any path readable by the server process
+                          separated); unset = file imports refused (send the items in the body)
+``AL_LOOP_MAX_IMPORT_MB`` largest file the items API reads from those folders, MiB (default 256)
 ``AL_LOOP_LOG_LEVEL``     ``DEBUG`` | ``INFO`` | ``WARNING`` | ``ERROR`` (default ``INFO``)
 ======================== ==================================================================
 
 Empty values count as unset. Secrets (API token, webhook secret, Label Studio key) never
-appear in ``repr`` or ``to_dict()``.
+appear in ``repr`` or ``to_dict()``. ``al-loop serve`` and ``al-loop worker`` refuse to start
+(``Settings.require_secrets``) without an API token and a webhook secret, or with a placeholder
+(``change-me...``) in any secret; ``al-loop up`` generates its own.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ DEFAULT_HOME = ".al-loop"
 DEFAULT_VISIBILITY_TIMEOUT = 7200
 DEFAULT_TRAIN_QUEUE = "train"
 DEFAULT_MAX_REQUEST_MB = 64
+DEFAULT_MAX_IMPORT_MB = 256
 FILESYSTEM_BROKER = "filesystem://"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 WEBHOOK_SECRET_HEADER = "X-AL-Loop-Secret"
@@ -67,12 +71,16 @@ ENV_NAMES: dict[str, str] = {
     "train_queue": "AL_LOOP_TRAIN_QUEUE",
     "max_request_bytes": "AL_LOOP_MAX_REQUEST_MB",
     "import_dirs": "AL_LOOP_IMPORT_DIRS",
+    "max_import_bytes": "AL_LOOP_MAX_IMPORT_MB",
     "log_level": "AL_LOOP_LOG_LEVEL",
 }
 """Settings field -> environment variable."""
 
 SECRET_FIELDS = frozenset({"api_token", "dashboard_token", "webhook_secret", "label_studio_api_key"})
 _QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
+_PLACEHOLDER_RE = re.compile(r"change[-_ .]?me|placeholder|replace[-_ .]?me", re.IGNORECASE)
+# pseudo-file systems: never imported from, whatever AL_LOOP_IMPORT_DIRS says
+PSEUDO_FILE_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 def _http_url(name: str, value: str | None) -> str | None:
@@ -105,6 +113,7 @@ class Settings:
     train_queue: str = DEFAULT_TRAIN_QUEUE
     max_request_bytes: int = DEFAULT_MAX_REQUEST_MB * 1024 * 1024
     import_dirs: tuple[Path, ...] = ()
+    max_import_bytes: int = DEFAULT_MAX_IMPORT_MB * 1024 * 1024
     log_level: str = "INFO"
     dashboard_token: str | None = field(default=None, repr=False)
 
@@ -137,6 +146,10 @@ class Settings:
                 or self.max_request_bytes < 1024:
             raise ConfigError(f"AL_LOOP_MAX_REQUEST_MB must be >= 1 (the request size limit is "
                               f"{self.max_request_bytes!r} bytes)")
+        if isinstance(self.max_import_bytes, bool) or not isinstance(self.max_import_bytes, int) \
+                or self.max_import_bytes < 1024:
+            raise ConfigError(f"AL_LOOP_MAX_IMPORT_MB must be >= 1 (the import size limit is "
+                              f"{self.max_import_bytes!r} bytes)")
         level = str(self.log_level).upper()
         if level not in LOG_LEVELS:
             raise ConfigError(f"AL_LOOP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
@@ -179,6 +192,7 @@ class Settings:
             train_queue=get("train_queue") or DEFAULT_TRAIN_QUEUE,
             max_request_bytes=_int(get("max_request_bytes"), "max_request_bytes", DEFAULT_MAX_REQUEST_MB) * 1024 * 1024,
             import_dirs=import_dirs,
+            max_import_bytes=_int(get("max_import_bytes"), "max_import_bytes", DEFAULT_MAX_IMPORT_MB) * 1024 * 1024,
             log_level=get("log_level") or "INFO",
             dashboard_token=get("dashboard_token"),
         )
@@ -220,11 +234,52 @@ class Settings:
             d.mkdir(parents=True, exist_ok=True)
 
     def allows_import_path(self, path: str | Path) -> bool:
-        """Whether the items API may read ``path`` (always when ``AL_LOOP_IMPORT_DIRS`` is unset)."""
+        """Whether the items API may read ``path`` (never when ``AL_LOOP_IMPORT_DIRS`` is unset)."""
+        try:
+            self.resolve_import_path(path)
+        except ConfigError:
+            return False
+        return True
+
+    def resolve_import_path(self, path: str | Path) -> Path:
+        """The one path the items API reads for ``path``: ``~`` expanded, symlinks and ``..`` resolved.
+
+        ConfigError when file imports are off (``AL_LOOP_IMPORT_DIRS`` unset), for a NUL in the
+        path, and for a resolved path outside those folders or on a pseudo-file system (/proc,
+        /sys, /dev). The caller opens exactly the returned path.
+        """
+        raw = str(path)
+        if "\x00" in raw:
+            raise ConfigError("the import path contains a NUL character")
         if not self.import_dirs:
-            return True
-        resolved = Path(path).expanduser().resolve()
-        return any(resolved.is_relative_to(d.resolve()) for d in self.import_dirs)
+            raise ConfigError("importing files from the server is off: set AL_LOOP_IMPORT_DIRS to the folders the "
+                              "server may read, or send the items in the request body")
+        try:
+            resolved = Path(raw).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            raise ConfigError(f"cannot resolve the import path {raw!r}") from None
+        if any(resolved.is_relative_to(root) for root in PSEUDO_FILE_ROOTS) \
+                or not any(resolved.is_relative_to(d.resolve()) for d in self.import_dirs):
+            raise ConfigError(f"{raw!r} is outside the folders the server may import from (AL_LOOP_IMPORT_DIRS)")
+        return resolved
+
+    def secret_problems(self) -> list[str]:
+        """What makes these settings unfit for a server: a missing API token or webhook secret, a placeholder."""
+        problems = [f"{ENV_NAMES[name]} is not set" for name in ("api_token", "webhook_secret")
+                    if not getattr(self, name)]
+        problems += [f"{ENV_NAMES[name]} is a placeholder" for name in sorted(SECRET_FIELDS)
+                     if _PLACEHOLDER_RE.search(getattr(self, name) or "")]
+        if _PLACEHOLDER_RE.search(urlsplit(self.database_url).password or ""):
+            problems.append("the password in AL_LOOP_DATABASE_URL is a placeholder")
+        return problems
+
+    def require_secrets(self, process: str) -> None:
+        """ConfigError naming every problem of ``secret_problems`` (``al-loop serve`` and the workers call it)."""
+        problems = self.secret_problems()
+        if problems:
+            raise ConfigError(f"{process} refuses to start: {'; '.join(problems)}. Generate secrets with "
+                              "python -c \"import secrets; print(secrets.token_urlsafe(32))\" (al-loop up makes "
+                              "its own)")
 
     def __repr__(self) -> str:
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
@@ -282,8 +337,8 @@ class StackEnvironment:
     ``base`` is the environment its children inherit (every ``AL_LOOP_*`` and ``LABEL_STUDIO_*``
     variable removed except ``AL_LOOP_SHARED_DATA``: the stack sets those itself). ``overrides``
     are the al-loop variables a user set to replace the stack's defaults (database, artifacts,
-    secrets, visibility timeout, train queue); ``ls_username`` / ``ls_api_key`` replace the
-    Label Studio account's defaults.
+    secrets, visibility timeout, train queue, import size; import folders are added to the
+    demo's); ``ls_username`` / ``ls_api_key`` replace the Label Studio account's defaults.
     """
 
     home: Path | None = None
@@ -293,7 +348,7 @@ class StackEnvironment:
     ls_api_key: str | None = field(default=None, repr=False)
 
     OVERRIDABLE = ("database_url", "artifacts_dir", "api_token", "webhook_secret", "visibility_timeout",
-                   "train_queue")
+                   "train_queue", "import_dirs", "max_import_bytes")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackEnvironment:

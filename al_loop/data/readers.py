@@ -43,9 +43,13 @@ Conventions:
 - Malformed BIO (``I-X`` not after ``B-X``/``I-X``) is repaired to ``B-X``
   (conlleval convention) and one warning per file is logged on the
   ``al_loop.data`` logger with the count.
-- Errors: :class:`~al_loop.errors.DataFormatError` naming the file and the
-  1-based line; :class:`~al_loop.errors.EmptyInputError` for an empty file or
-  one without examples.
+- Errors: :class:`~al_loop.errors.DataFormatError` naming the file, the
+  1-based line and, where one is known, the column; messages never quote the
+  file's content (a server may be asked to read a file it should not show);
+  :class:`~al_loop.errors.EmptyInputError` for an empty file or one without
+  examples.
+- Only regular files are read (FIFOs, devices and directories are refused
+  without blocking), each file is opened once, and ``max_bytes`` caps its size.
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ import csv
 import io
 import json
 import logging
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,7 +112,11 @@ def detect_format(path: str | Path) -> str:
         EmptyInputError: for an empty file.
     """
     p = Path(path)
-    raw = _read_bytes(p, limit=_SNIFF_BYTES)
+    return _detect(p, _read_bytes(p, limit=_SNIFF_BYTES))
+
+
+def _detect(p: Path, raw: bytes) -> str:
+    raw = raw[:_SNIFF_BYTES]
     parts = _LINE_BREAK.split(raw.decode("utf-8", errors="replace").removeprefix("\ufeff"))
     if len(raw) >= _SNIFF_BYTES:
         parts = parts[:-1]  # the last line may be cut
@@ -144,8 +154,14 @@ def read_examples(
     id_field: str = "id",
     spans_field: str = "spans",
     trec_fine: bool = False,
+    max_bytes: int | None = None,
+    follow_symlinks: bool = True,
 ) -> list[Example]:
     """Read every example of ``path`` in file order.
+
+    The file is opened once, exactly at ``path`` (no ``~`` expansion; with
+    ``follow_symlinks=False`` a symlink is refused), and must be a regular file
+    of at most ``max_bytes`` bytes (no limit when None).
 
     ``format`` is one of ``FORMATS`` (detected with :func:`detect_format` when
     None). ``task`` decides NER vs classification for JSONL/CSV (inferred from
@@ -160,19 +176,20 @@ def read_examples(
         EmptyInputError: empty file or no examples.
     """
     p = Path(path)
-    fmt = detect_format(p) if format is None else format
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     try:
         kind = None if task is None else TaskKind(task)
     except ValueError:
         raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(t.value for t in TaskKind)}") from None
+    data = _read_bytes(p, max_bytes=max_bytes, follow_symlinks=follow_symlinks)
+    fmt = _detect(p, data) if format is None else format
     if fmt in NER_FORMATS and kind is TaskKind.CLASSIFICATION:
         raise DataFormatError(f"format {fmt!r} holds NER data; it cannot be read for task 'classification'", str(p))
     if fmt in CLASSIFICATION_FORMATS and kind is TaskKind.NER:
         raise DataFormatError(f"format {fmt!r} holds classification data; it cannot be read for task 'ner'", str(p))
 
-    text = _read_text(p)
+    text = _decode(p, data)
     ctx = _Ctx(str(p), item_id_prefix(p))
     if fmt in NER_FORMATS:
         examples = _read_tokens(ctx, text, fmt)
@@ -214,21 +231,44 @@ def dedupe_examples(examples: Iterable[Example]) -> tuple[list[Example], list[It
 # --------------------------------------------------------------------------- file access
 
 
-def _read_bytes(p: Path, limit: int = -1) -> bytes:
+def _read_bytes(p: Path, limit: int = -1, max_bytes: int | None = None, follow_symlinks: bool = True) -> bytes:
+    """The file's bytes (the first ``limit`` when >= 0): one open of exactly ``p``, regular files only.
+
+    Opened non-blocking, so a FIFO is refused instead of blocking; a file with no size (procfs)
+    is empty; a file over ``max_bytes`` is refused before it is read.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        with p.open("rb") as fh:
-            return fh.read(limit)
+        fd = os.open(p, flags)
     except FileNotFoundError:
         raise DataFormatError("file not found", str(p)) from None
-    except IsADirectoryError:
-        raise DataFormatError("is a directory, not a file", str(p)) from None
     except OSError as exc:
-        raise DataFormatError(f"cannot read the file: {exc.strerror or exc}", str(p)) from None
+        reason = "is a symbolic link" if not follow_symlinks and p.is_symlink() else \
+            f"cannot read the file: {exc.strerror or type(exc).__name__}"
+        raise DataFormatError(reason, str(p)) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise DataFormatError("is a directory, not a file", str(p))
+        if not stat.S_ISREG(st.st_mode):
+            raise DataFormatError("is not a regular file (a pipe, socket or device is never read)", str(p))
+        if st.st_size == 0:
+            raise EmptyInputError("file is empty", str(p))
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise DataFormatError(f"file is larger than the limit of {max_bytes} bytes", str(p))
+        with open(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit if limit >= 0 else (max_bytes + 1 if max_bytes is not None else -1))
+    except OSError as exc:
+        raise DataFormatError(f"cannot read the file: {exc.strerror or type(exc).__name__}", str(p)) from None
+    finally:
+        os.close(fd)
+    if max_bytes is not None and limit < 0 and len(data) > max_bytes:
+        raise DataFormatError(f"file is larger than the limit of {max_bytes} bytes", str(p))
+    return data
 
 
-def _read_text(p: Path) -> str:
-    """Whole file as text (UTF-8, an optional BOM removed); DataFormatError at the first invalid byte."""
-    data = _read_bytes(p)
+def _decode(p: Path, data: bytes) -> str:
+    """The bytes as text (UTF-8, an optional BOM removed); DataFormatError at the first invalid byte."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -237,8 +277,7 @@ def _read_text(p: Path) -> str:
         line = len(breaks) + 1
         column = exc.start - (breaks[-1].end() if breaks else 0) + 1
         raise DataFormatError(
-            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte column {column}; "
-            "re-encode the file as UTF-8 (e.g. iconv -f ISO-8859-1 -t UTF-8)",
+            f"not valid UTF-8 at byte column {column}; re-encode the file as UTF-8 (e.g. iconv -f ISO-8859-1 -t UTF-8)",
             str(p),
             line,
         ) from None
@@ -267,7 +306,7 @@ class _Ctx:
         iid = explicit if explicit else f"{self.prefix}:{index}"
         where = f"line {line}" if line is not None else f"record {record}"
         if iid in self.ids:
-            raise self.error(f"duplicate item id {iid!r} (first seen at {self.ids[iid]})", line, record)
+            raise self.error(f"duplicate item id (first seen at {self.ids[iid]})", line, record)
         self.ids[iid] = where
         return ItemId(iid)
 
@@ -329,9 +368,9 @@ def _read_tokens(ctx: _Ctx, text: str, fmt: str) -> list[Example]:
             expected = len(cols)
         if len(cols) != expected:
             hint = "; use format 'conll' for more columns" if fmt == "bio" and len(cols) > 2 else ""
-            raise ctx.error(f"expected {expected} columns, found {len(cols)}: {line!r}{hint}", lineno)
+            raise ctx.error(f"expected {expected} columns, found {len(cols)}{hint}", lineno)
         if not all(cols):
-            raise ctx.error(f"empty column in {raw!r}", lineno)
+            raise ctx.error(f"column {cols.index('') + 1} is empty", lineno)
         current.append((lineno, cols))
     if current:
         sentences.append(current)
@@ -351,7 +390,7 @@ def _read_tokens(ctx: _Ctx, text: str, fmt: str) -> list[Example]:
     for lineno, cols in rows:
         if not is_bio_tag(cols[tag_col]):
             raise ctx.error(
-                f"invalid tag {cols[tag_col]!r} in column {tag_col + 1} (expected O, B-X or I-X)", lineno
+                f"invalid tag in column {tag_col + 1} (expected O, B-X or I-X)", lineno
             )
 
     examples: list[Example] = []
@@ -382,7 +421,7 @@ def _label_lines(ctx: _Ctx, text: str) -> Iterable[tuple[int, str, str]]:
         parts = line.split(None, 1)
         rest = parts[1].strip() if len(parts) > 1 else ""
         if not rest:
-            raise ctx.error(f"empty text after label {parts[0]!r}", lineno)
+            raise ctx.error(f"empty text after the label (column {len(parts[0]) + 1})", lineno)
         yield lineno, parts[0], rest
 
 
@@ -391,7 +430,7 @@ def _read_trec(ctx: _Ctx, text: str, fine: bool) -> list[Example]:
     for lineno, label, rest in _label_lines(ctx, text):
         m = _TREC_LABEL.match(label)
         if m is None:
-            raise ctx.error(f"expected a COARSE:fine label such as 'DESC:manner', found {label!r}", lineno)
+            raise ctx.error("expected a COARSE:fine label such as 'DESC:manner' in column 1", lineno)
         lb = label if fine else m.group(1)
         meta: dict[str, object] = {"source_line": lineno, "fine_label": label}
         examples.append(Example(ctx.item_id(None, len(examples), lineno), rest, labels=(lb,), meta=meta))
@@ -402,7 +441,7 @@ def _read_sst(ctx: _Ctx, text: str) -> list[Example]:
     examples: list[Example] = []
     for lineno, label, rest in _label_lines(ctx, text):
         if not _SST_LABEL.match(label):
-            raise ctx.error(f"expected an integer label such as 0 or 1 before the text, found {label!r}", lineno)
+            raise ctx.error("expected an integer label such as 0 or 1 in column 1, before the text", lineno)
         meta: dict[str, object] = {"source_line": lineno}
         examples.append(Example(ctx.item_id(None, len(examples), lineno), rest, labels=(label,), meta=meta))
     return examples
@@ -510,10 +549,12 @@ def _read_csv(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list[E
     if header is None:
         return []
     if len(set(header)) != len(header):
-        raise ctx.error(f"duplicate column names in the header: {header}", header_line)
+        dup = next(i for i, name in enumerate(header) if name in header[:i])
+        raise ctx.error(f"duplicate column name in the header: field {dup + 1} repeats field "
+                        f"{header.index(header[dup]) + 1}", header_line)
     if f.text not in header:
         raise ctx.error(
-            f"missing text column {f.text!r}; columns are {', '.join(map(repr, header))} (set the text field)",
+            f"missing text column {f.text!r} in the header ({len(header)} fields; set the text field)",
             header_line,
         )
     kind = _decide_task(ctx, kind, f.spans in header, f.label in header, f)
@@ -543,7 +584,8 @@ def _read_csv(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list[E
             if cell:
                 parts = [p.strip() for p in cell.split("|")]
                 if not all(parts):
-                    raise ctx.error(f"empty label in {cell!r} (multi-label cells are 'a|b')", lineno)
+                    raise ctx.error(f"empty label in column {f.label!r} (field {header.index(f.label) + 1}; "
+                                    "multi-label cells are 'a|b')", lineno)
                 labels = tuple(parts)
         meta: dict[str, object] = {k: v for k, v in d.items() if k not in used}
         meta["source_line"] = lineno
@@ -584,7 +626,7 @@ def _explicit_id(ctx: _Ctx, value: object, r: _Rec) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ctx.error(f"item id must be a string or an integer, found {value!r}", r.line, r.record)
+        raise ctx.error(f"item id must be a string or an integer, found {type(value).__name__}", r.line, r.record)
     return str(value).strip() or None
 
 
@@ -593,7 +635,8 @@ def _json_labels(ctx: _Ctx, value: object, r: _Rec, field: str) -> tuple[str, ..
     out: list[str] = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, str | int):
-            raise ctx.error(f"label in {field!r} must be a string or an integer, found {v!r}", r.line, r.record)
+            raise ctx.error(f"label in {field!r} must be a string or an integer, found {type(v).__name__}", r.line,
+                            r.record)
         s = str(v).strip()
         if not s:
             raise ctx.error(f"empty label in {field!r}", r.line, r.record)
@@ -617,14 +660,32 @@ def _parse_spans(ctx: _Ctx, text: str, value: object, r: _Rec) -> tuple[Span, ..
         else:
             raise ctx.error(f"span {i} must be {{'start', 'end', 'label'}} or [start, end, label]", r.line, r.record)
         if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
-            raise ctx.error(f"span {i}: start and end must be integers, found {start!r}, {end!r}", r.line, r.record)
+            raise ctx.error(f"span {i}: start and end must be integers, found {type(start).__name__}, "
+                            f"{type(end).__name__}", r.line, r.record)
         if not isinstance(label, str):
-            raise ctx.error(f"span {i}: label must be a string, found {label!r}", r.line, r.record)
-        spans.append(Span(start, end, label.strip()))
+            raise ctx.error(f"span {i}: label must be a string, found {type(label).__name__}", r.line, r.record)
+        span = Span(start, end, label.strip())
+        problem = _span_problem(text, span)
+        if problem:
+            raise ctx.error(f"span {i} {problem}", r.line, r.record)
+        spans.append(span)
     try:
         return check_spans(text, spans)
-    except AlignmentError as exc:
-        raise ctx.error(str(exc), r.line, r.record) from None
+    except AlignmentError:  # its message quotes labels: file content
+        raise ctx.error("spans overlap", r.line, r.record) from None
+
+
+def _span_problem(text: str, span: Span) -> str | None:
+    """What is wrong with one span, in words that quote nothing of the file (None: it fits the text)."""
+    if not span.label:
+        return "has an empty label"
+    if span.start < 0:
+        return "starts before the text (start < 0)"
+    if span.end > len(text):
+        return f"ends after the text (end > text length {len(text)})"
+    if span.start >= span.end:
+        return "is empty or inverted (start >= end)"
+    return None if text[span.start:span.end].strip() else "covers only whitespace"
 
 
 def _tokens_record(ctx: _Ctx, d: dict[str, Any], r: _Rec, f: _Fields) -> tuple[str, tuple[Span, ...] | None]:
@@ -640,15 +701,17 @@ def _tokens_record(ctx: _Ctx, d: dict[str, Any], r: _Rec, f: _Fields) -> tuple[s
         else:
             text, offsets = tokens_to_text(tokens)
     except AlignmentError as exc:
-        raise ctx.error(f"tokens do not match the text: {exc}", r.line, r.record) from None
+        position = re.search(r"token \d+|character \d+", str(exc))
+        where = f" ({position.group(0)})" if position else ""
+        raise ctx.error(f"tokens do not match the text{where}", r.line, r.record) from None
     tags = d.get("tags")
     if tags is None:
         return text, None
     if not isinstance(tags, list) or len(tags) != len(tokens):
         raise ctx.error(f"'tags' must be a list with one tag per token ({len(tokens)})", r.line, r.record)
-    for t in tags:
+    for i, t in enumerate(tags):
         if not isinstance(t, str) or not is_bio_tag(t):
-            raise ctx.error(f"invalid tag {t!r} (expected O, B-X or I-X)", r.line, r.record)
+            raise ctx.error(f"invalid tag at token {i} (expected O, B-X or I-X)", r.line, r.record)
     fixed, repaired = repair_bio(tags)
     ctx.note_repairs(repaired, r.line)
     return text, tuple(word_tags_to_spans(offsets, fixed))

@@ -10,7 +10,15 @@ from typing import Any
 from al_loop.data.align import check_spans
 from al_loop.data.readers import read_examples
 from al_loop.data.schema import LabelSchema
-from al_loop.errors import AlLoopError, ConfigError, ConflictError, DataFormatError, SchemaError
+from al_loop.errors import (
+    AlignmentError,
+    AlLoopError,
+    ConfigError,
+    ConflictError,
+    DataFormatError,
+    SchemaError,
+    UnknownLabelError,
+)
 from al_loop.store.records import Project, Round, payload_from_example
 from al_loop.store.repository import Store
 from al_loop.strategies import make_strategy
@@ -113,6 +121,10 @@ class ProjectSetup:
     ) -> dict[str, Any]:
         """Add items (``examples`` or a server-side ``path`` read with ``read_examples``) to a split.
 
+        ``path`` must lie in ``AL_LOOP_IMPORT_DIRS`` (see ``Settings.resolve_import_path``); the
+        resolved path is what is read, a regular file of at most ``AL_LOOP_MAX_IMPORT_MB``, and
+        errors about it name the file and line but quote none of its content.
+
         Pool items are also created as Label Studio tasks (idempotent: items already there are
         not imported again). Gold annotations are kept as ``gold``; ``record_labels`` also
         records pool items' gold as labels (source "import") so they train the next round.
@@ -124,11 +136,11 @@ class ProjectSetup:
             raise ConfigError("split must be 'pool' or 'test'")
         if (examples is None) == (path is None):
             raise ConfigError("give either items or a file path")
+        from_file: Path | None = None
         if path is not None:
-            if not self.settings.allows_import_path(path):
-                raise ConfigError(f"{path} is outside the folders the server may import from (AL_LOOP_IMPORT_DIRS)")
-            examples = read_examples(path, task=project.task, format=format)
-        batch = _validate_examples(project, list(examples or []), split)
+            from_file = self.settings.resolve_import_path(path)
+            examples = self._read_file(from_file, project, format)
+        batch = _validate_examples(project, list(examples or []), split, from_file)
         report = self.store.add_items(project_id, batch, split)
         recorded = 0
         if record_labels and split == "pool":
@@ -153,27 +165,47 @@ class ProjectSetup:
             result["round"] = rnd.to_dict() if rnd else None
         return result
 
+    def _read_file(self, path: Path, project: Project, format: str | None) -> list[Example]:
+        limit = self.settings.max_import_bytes
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0  # the reader names the problem
+        if size > limit:
+            raise DataFormatError(f"file is larger than the import limit of {limit // (1024 * 1024)} MiB "
+                                  "(AL_LOOP_MAX_IMPORT_MB)", str(path))
+        return read_examples(path, task=project.task, format=format, max_bytes=limit, follow_symlinks=False)
 
-def _validate_examples(project: Project, examples: list[Example], split: str) -> list[Example]:
+
+def _validate_examples(project: Project, examples: list[Example], split: str,
+                       from_file: Path | None = None) -> list[Example]:
+    """The examples checked against the project; a file's are named by line, and no message quotes the file."""
     schema = project.schema
     seen: set[str] = set()
     out: list[Example] = []
     for ex in examples:
+        what = f"item {ex.item_id!r}" if from_file is None else f"{from_file}:{ex.meta.get('source_line', '?')}"
         if ex.item_id in seen:
-            raise DataFormatError(f"item id {ex.item_id!r} appears twice in the import")
+            raise DataFormatError(f"{what}: the item id appears twice in the import")
         seen.add(ex.item_id)
         if not isinstance(ex.text, str) or not ex.text.strip():
-            raise DataFormatError(f"item {ex.item_id!r}: empty text")
-        if ex.spans is not None:
-            if schema.task is not TaskKind.NER:
-                raise DataFormatError(f"item {ex.item_id!r}: spans given for a classification project")
-            ex = Example(ex.item_id, ex.text, spans=check_spans(ex.text, ex.spans, schema))
-        elif ex.labels is not None:
-            if schema.task is not TaskKind.CLASSIFICATION:
-                raise DataFormatError(f"item {ex.item_id!r}: class labels given for an NER project")
-            schema.check_example(ex)
-        elif split == "test":
-            raise DataFormatError(f"item {ex.item_id!r}: test items need gold labels")
+            raise DataFormatError(f"{what}: empty text")
+        try:
+            if ex.spans is not None:
+                if schema.task is not TaskKind.NER:
+                    raise DataFormatError(f"{what}: spans given for a classification project")
+                ex = Example(ex.item_id, ex.text, spans=check_spans(ex.text, ex.spans, schema))
+            elif ex.labels is not None:
+                if schema.task is not TaskKind.CLASSIFICATION:
+                    raise DataFormatError(f"{what}: class labels given for an NER project")
+                schema.check_example(ex)
+            elif split == "test":
+                raise DataFormatError(f"{what}: test items need gold labels")
+        except (UnknownLabelError, AlignmentError) as exc:
+            if from_file is None:
+                raise
+            raise type(exc)(f"{what}: a label outside the project's labels ({', '.join(schema.labels)}) or a span "
+                            "that does not fit the text") from None
         out.append(ex)
     if not out:
         raise DataFormatError("no items to import")

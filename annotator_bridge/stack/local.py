@@ -25,7 +25,8 @@ order (SIGTERM, SIGKILL after a grace period). Children also get SIGTERM if the 
 itself dies (``PR_SET_PDEATHSIG`` on Linux).
 
 Secrets (al-loop API token, webhook secret) are generated on the first start and kept in
-``<home>/stack.json`` (mode 0600); environment variables win when set.
+``<home>/stack.json`` (mode 0600); environment variables win when set. File imports through the
+API are open only for the demo files' folders (plus ``AL_LOOP_IMPORT_DIRS`` when set).
 """
 
 from __future__ import annotations
@@ -242,12 +243,22 @@ class LocalStack:
             "PYTHONUNBUFFERED": "1",
             "TOKENIZERS_PARALLELISM": "false",
         })
-        for name in ("AL_LOOP_VISIBILITY_TIMEOUT", "AL_LOOP_TRAIN_QUEUE"):
+        for name in ("AL_LOOP_VISIBILITY_TIMEOUT", "AL_LOOP_TRAIN_QUEUE", "AL_LOOP_MAX_IMPORT_MB"):
             if given.get(name):
                 env[name] = given[name]
+        env["AL_LOOP_IMPORT_DIRS"] = self._import_dirs(given.get("AL_LOOP_IMPORT_DIRS"))
         env.update(self.config.extra_env)
         self.env = env
         self._save_state()
+
+    def _import_dirs(self, given: str | None) -> str:
+        """``AL_LOOP_IMPORT_DIRS`` of the stack: the folders a user gave plus the demo files' folders."""
+        dirs = [d for d in (given or "").split(os.pathsep) if d.strip()]
+        if self.config.demo:
+            for f in (self.config.demo_file, self.config.demo_test_file):
+                if f is not None:
+                    dirs.append(str(f.expanduser().resolve().parent))
+        return os.pathsep.join(dict.fromkeys(dirs))
 
     def _start_workers(self) -> None:
         logs = self.home / "logs"

@@ -472,7 +472,8 @@ def test_import_test_split_stays_out_of_label_studio_and_labels_can_be_recorded(
     assert [e.item_id for e in env.store.labelled_examples(project.id)] == ["p1"]
 
 
-def test_import_from_server_file(env: SimpleNamespace, tmp_path: Path) -> None:
+def test_import_from_server_file(tmp_path: Path) -> None:
+    env = make_env(tmp_path, extra_env={"AL_LOOP_IMPORT_DIRS": str(tmp_path)})  # closed by default
     project = env.loop.create_project(cls_spec())
     path = tmp_path / "items.jsonl"
     path.write_text("\n".join(json.dumps({"id": f"f{i}", "text": f"{WORDS[i % 6]} file line {i}"})

@@ -43,6 +43,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "AL_LOOP_TRAIN_QUEUE": "gpu0",
         "AL_LOOP_MAX_REQUEST_MB": "2",
         "AL_LOOP_IMPORT_DIRS": os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")]),
+        "AL_LOOP_MAX_IMPORT_MB": "3",
         "AL_LOOP_LOG_LEVEL": "debug",
     }
     assert set(env) == set(ENV_NAMES.values())
@@ -57,6 +58,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert s.visibility_timeout == 3600 and s.train_queue == "gpu0"
     assert s.max_request_bytes == 2 * 1024 * 1024
     assert s.import_dirs == (tmp_path / "a", tmp_path / "b")
+    assert s.max_import_bytes == 3 * 1024 * 1024
     assert s.log_level == "DEBUG"
 
 
@@ -125,7 +127,7 @@ def test_import_dirs_restrict_server_paths(tmp_path: Path) -> None:
     assert s.allows_import_path(allowed / "sub" / "x.jsonl")
     assert not s.allows_import_path(tmp_path / "other.jsonl")
     assert not s.allows_import_path(allowed / ".." / "other.jsonl")
-    assert Settings.from_env({"AL_LOOP_HOME": str(tmp_path)}).allows_import_path("/etc/anything")
+    assert not Settings.from_env({"AL_LOOP_HOME": str(tmp_path)}).allows_import_path("/etc/anything")
 
 
 def test_from_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

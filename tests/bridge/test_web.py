@@ -49,7 +49,7 @@ def build(tmp_path: Path, **extra_env: str) -> SimpleNamespace:
 
 @pytest.fixture
 def web(tmp_path: Path) -> SimpleNamespace:
-    return build(tmp_path)
+    return build(tmp_path, AL_LOOP_IMPORT_DIRS=str(tmp_path))  # path imports are closed by default
 
 
 @pytest.fixture
