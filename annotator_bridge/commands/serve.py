@@ -14,6 +14,10 @@ Both read their configuration from the environment through ``Settings.from_env()
   fork (never preloaded): ``/predict`` loads torch lazily, and CUDA/torch state must not be
   created before a fork.
 
+Both refuse to start without an API token and a webhook secret, or with a placeholder secret
+(``Settings.require_secrets``). Access logs (werkzeug's and gunicorn's) go through
+``annotator_bridge.web.accesslog``: secret-looking query parameters are written as ``***``.
+
 ``al-loop worker --queues default`` runs ingest/push/reconcile on a threads pool;
 ``al-loop worker --queues train --pool solo`` runs rounds, one at a time, in the worker's
 own process (CUDA does not survive ``fork``; run one such worker per GPU, with
@@ -83,12 +87,25 @@ def build_web_app(settings: Any = None) -> Any:
     return app
 
 
+def _checked_settings(process: str) -> Any:
+    """Settings from the environment, refused (ConfigError) with missing or placeholder secrets."""
+    from annotator_bridge.settings import Settings
+
+    settings = Settings.from_env()
+    settings.require_secrets(process)
+    return settings
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    from annotator_bridge.web import accesslog
+
+    settings = _checked_settings("al-loop serve")
+    accesslog.install()
     if args.server == "gunicorn":
         return _serve_gunicorn(args)
     from werkzeug.serving import run_simple
 
-    app = build_web_app()
+    app = build_web_app(settings)
     log.info("al-loop web server on http://%s:%d (werkzeug, threaded)", args.host, args.port)
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False, use_debugger=False)
     return 0
@@ -97,10 +114,20 @@ def run_serve(args: argparse.Namespace) -> int:
 def _serve_gunicorn(args: argparse.Namespace) -> int:
     try:
         from gunicorn.app.base import BaseApplication
+        from gunicorn.glogging import Logger
     except ImportError as exc:
         from al_loop.errors import ConfigError
 
         raise ConfigError("--server gunicorn needs gunicorn: pip install gunicorn") from exc
+
+    class _RedactingLogger(Logger):  # type: ignore[misc]
+        """gunicorn's logger with the access-log filter put back after every (re)configuration."""
+
+        def setup(self, cfg: Any) -> None:
+            from annotator_bridge.web import accesslog
+
+            super().setup(cfg)
+            accesslog.install()
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -112,6 +139,7 @@ def _serve_gunicorn(args: argparse.Namespace) -> int:
                 "timeout": args.timeout,
                 "preload_app": False,  # build the app after the fork: no torch/CUDA state crosses it
                 "accesslog": "-",
+                "logger_class": _RedactingLogger,
             }
             for key, value in opts.items():
                 self.cfg.set(key, value)
@@ -146,10 +174,9 @@ def worker_argv(args: argparse.Namespace, train_queue: str = "train", log_level:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from annotator_bridge.settings import Settings
     from annotator_bridge.worker.celery_app import make_celery
 
-    settings = Settings.from_env()
+    settings = _checked_settings("al-loop worker")
     app = make_celery(settings)
     argv = worker_argv(args, settings.train_queue, settings.log_level)
     log.info("celery %s", " ".join(argv))

@@ -203,8 +203,16 @@ def start_server(env: Mapping[str, str], log_path: Path, port: int | None = None
     return server, url
 
 
+TEST_API_TOKEN = "test-api-token-5d1f0c2e9a"
+TEST_WEBHOOK_SECRET = "test-webhook-secret-7b3e91"
+
+
 def al_loop_env(home: Path, broker_url: str, **extra: str) -> dict[str, str]:
-    """Environment for al-loop processes: a temp home, its SQLite DB file and the broker."""
+    """Environment for al-loop processes: a temp home, its SQLite DB file, the broker and test secrets.
+
+    ``al-loop serve`` and ``al-loop worker`` refuse to start without an API token and a webhook
+    secret; ``extra`` replaces these test values.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AL_LOOP_", "LABEL_STUDIO_"))}
     env.update({
         "AL_LOOP_HOME": str(home),
@@ -213,6 +221,8 @@ def al_loop_env(home: Path, broker_url: str, **extra: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
+        "AL_LOOP_API_TOKEN": TEST_API_TOKEN,
+        "AL_LOOP_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
     })
     env.update(extra)
     return env

@@ -27,8 +27,12 @@ DOCKERFILE = REPO / "deploy" / "Dockerfile"
 AL_LOOP_SERVICES = ("api", "worker-default", "worker-train")
 # names in .env.example that only the infrastructure containers / compose interpolation use
 INFRA_NAMES = {"POSTGRES_PASSWORD", "LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LS_PUBLIC_URL", "LS_HOST_PORT",
-               "API_HOST_PORT"}
-INTERPOLATION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?-[^}]*)?\}")
+               "API_HOST_PORT", "API_HOST_IP"}
+INTERPOLATION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
+# compose's interpolation: ${X}, ${X:-default} (unset or empty), ${X-default} (unset), ${X:?message} (required)
+_INTERPOLATE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?)([-?])([^}]*))?\}")
+SECRET_NAMES = ("AL_LOOP_API_TOKEN", "AL_LOOP_WEBHOOK_SECRET", "LABEL_STUDIO_API_KEY", "POSTGRES_PASSWORD",
+                "LABEL_STUDIO_PASSWORD")
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +139,62 @@ def test_dockerfile() -> None:
     assert 'torch==2.13.0' in text
     assert ".[server,postgres]" in text
     assert "gunicorn" in text
+
+
+# ---------------------------------------------------------------------------- secrets and published ports
+class MissingVariable(Exception):
+    """What ``docker compose`` stops with for a ``${X:?message}`` whose variable is unset."""
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """``value`` (any YAML node) with compose's variable interpolation applied, as docker compose does it."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, colon, op, arg = m.groups()
+        current = env.get(name)
+        missing = current is None or (colon == ":" and current == "")
+        if op is None:
+            return current or ""
+        if op == "?" and missing:
+            raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+        return arg if op == "-" and missing else (current or "")
+
+    return _INTERPOLATE.sub(sub, value)
+
+
+def _secrets_env(**over: str) -> dict[str, str]:
+    env = {name: f"real-{name.lower()}-4f9a2c" for name in SECRET_NAMES}
+    env.update(over)
+    return env
+
+
+def test_compose_has_no_placeholder_secrets_and_stops_without_them(compose: dict[str, Any]) -> None:
+    text = COMPOSE.read_text()
+    assert not re.search(r"\$\{[A-Z_]+:?-[^}]*change-me", text), "a secret falls back to a placeholder"
+    for name in SECRET_NAMES:
+        uses = re.findall(r"\$\{" + name + r"(:?[-?])?[^}]*\}", text)
+        assert uses and all(op == ":?" for op in uses), f"{name} must be required (${{{name}:?message}})"
+    interpolate(compose, _secrets_env())  # every secret given: compose starts
+    for name in SECRET_NAMES:
+        for env in (_secrets_env(**{name: ""}), {k: v for k, v in _secrets_env().items() if k != name}):
+            with pytest.raises(MissingVariable, match=name):
+                interpolate(compose, env)
+    api = interpolate(compose, _secrets_env())["services"]["api"]["environment"]
+    assert api["AL_LOOP_API_TOKEN"] == "real-al_loop_api_token-4f9a2c"
+    assert "change-me" not in str(interpolate(compose, _secrets_env()))
+
+
+def test_api_and_flower_are_published_on_loopback_by_default(compose: dict[str, Any]) -> None:
+    services = interpolate(compose, _secrets_env())["services"]
+    assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    exposed = interpolate(compose, _secrets_env(API_HOST_IP="0.0.0.0", API_HOST_PORT="9000"))["services"]
+    assert exposed["api"]["ports"] == ["0.0.0.0:9000:8000"]
+    readme = (REPO / "deploy" / "README.md").read_text()
+    assert "API_HOST_IP" in readme, "deploy/README.md must say how to expose the API"
