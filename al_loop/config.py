@@ -6,6 +6,9 @@ these objects. All defaults are immutable.
 
 from __future__ import annotations
 
+import math
+import numbers
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,6 +21,115 @@ DEFAULT_MODEL = "default"
 LEARNERS: tuple[str, ...] = ("auto", "head", "finetune")
 """``head``: logistic regression on frozen encoder features; ``finetune``: the whole transformer;
 ``auto``: compared on held-out labels every round until fine-tuning wins ``switch_after`` times."""
+
+MAX_SEED = 2**31 - 1  # the store keeps a round's seed in an Integer column (32-bit in PostgreSQL)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The type and range of one config field: ``kind`` "int" | "float" | "bool" | "str"; float ends may be open."""
+
+    kind: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    optional: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "str":
+            return "a non-empty string of at most 200 characters"
+        what = "an integer" if self.kind == "int" else "a number"
+        lo = "(" if self.lo_open else "["
+        hi = ")" if self.hi_open else "]"
+        text = f"{what} in {lo}{_fmt(self.lo)}, {_fmt(self.hi)}{hi}"
+        return text + (" or null" if self.optional else "")
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None and self.optional:
+            return
+        if self.kind == "bool":
+            ok = isinstance(value, bool)
+        elif self.kind == "str":
+            ok = isinstance(value, str) and 0 < len(value) <= 200
+        elif self.kind == "int":
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and self._in_range(value)
+        else:
+            ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                  and self._in_range(value))
+        if not ok:
+            raise ConfigError(f"'{name}' must be {self.describe()}, got {_short(value)}")
+
+    def _in_range(self, value: Any) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "inf"
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_fields(cfg: Any, bounds: dict[str, Bound]) -> None:
+    """ConfigError naming the first field of ``cfg`` whose value is not of its type and range."""
+    for f in fields(cfg):
+        bound = bounds.get(f.name)
+        if bound is not None:
+            bound.check(f.name, getattr(cfg, f.name))
+
+
+def _ints(lo: int, hi: int) -> Bound:
+    return Bound("int", lo, hi)
+
+
+TRAINING_BOUNDS: dict[str, Bound] = {
+    "learning_rate": Bound("float", 0, 1, lo_open=True),
+    "head_learning_rate": Bound("float", 0, 10, lo_open=True, optional=True),
+    "weight_decay": Bound("float", 0, 1),
+    "warmup_ratio": Bound("float", 0, 1),
+    "batch_size": _ints(1, 4096),
+    "max_length": _ints(16, 8192),
+    "window_stride": _ints(-1, 4096),
+    "min_epochs": _ints(1, 1000),
+    "max_epochs": _ints(1, 1000),
+    "target_steps": _ints(1, 1_000_000),
+    "val_fraction": Bound("float", 0, 0.5, hi_open=True),
+    "min_val_size": _ints(0, 1_000_000),
+    "patience": _ints(0, 1000),
+    "warm_start": Bound("bool"),
+    "freeze_embeddings": Bound("bool"),
+    "learner": Bound("str"),
+    "holdout_folds": _ints(2, 100),
+    "min_holdout": _ints(1, 1_000_000),
+    "switch_after": _ints(1, 1000),
+    "head_c": Bound("float", 0, 1e6, lo_open=True),
+    "seed": _ints(0, MAX_SEED),
+    "precision": Bound("str"),
+    "device": Bound("str"),
+    "inference_batch_size": _ints(1, 4096),
+}
+
+LOOP_BOUNDS: dict[str, Bound] = {
+    "strategy": Bound("str"),
+    "batch_size": _ints(1, 100_000),
+    "seed_size": _ints(1, 100_000),
+    "cold_start": Bound("str"),
+    "retrain_every": _ints(0, 1_000_000),
+    "max_pool_scored": _ints(0, 100_000_000),
+    "promote": Bound("str"),
+    "dedupe_threshold": Bound("float", 0, 1),
+    "seed": _ints(0, MAX_SEED),
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +166,7 @@ class TrainingConfig:
     inference_batch_size: int = 32
 
     def __post_init__(self) -> None:
+        check_fields(self, TRAINING_BOUNDS)
         if self.batch_size < 1 or self.inference_batch_size < 1:
             raise ConfigError("batch sizes must be >= 1")
         if not 0.0 <= self.val_fraction < 0.5:
@@ -76,6 +189,8 @@ class TrainingConfig:
             raise ConfigError("need holdout_folds >= 2, min_holdout >= 1 and switch_after >= 1")
         if not self.head_c > 0:
             raise ConfigError("head_c must be > 0")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"device must be auto, cpu, mps, cuda or cuda:N, got {_short(self.device)}")
 
 
 @dataclass(frozen=True)
@@ -93,6 +208,7 @@ class LoopConfig:
     seed: int = 13
 
     def __post_init__(self) -> None:
+        check_fields(self, LOOP_BOUNDS)
         if self.batch_size < 1:
             raise ConfigError("batch_size must be >= 1")
         if self.seed_size < 1:
@@ -117,5 +233,5 @@ def config_from_dict(cls: type, data: dict[str, Any] | None) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(map(_short, unknown))}")
     return cls(**data)

@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from al_loop.errors import AlignmentError, AlLoopError, UnknownLabelError
 from al_loop.types import Example, ItemId, Span, TaskKind
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 ITEM_ID_KEY = "item_id"
 SKIPPED = "skipped"
+MAX_ID = 2**31 - 1  # largest Label Studio id al-loop accepts: the store's Integer columns (32-bit in PostgreSQL)
+MAX_ITEM_ID_CHARS = 200  # the store's item_id columns
+MAX_UPDATED_AT_CHARS = 64  # the store's updated_at column
+MAX_ACTION_CHARS = 100
 
 ANNOTATION_ACTIONS = frozenset({"ANNOTATION_CREATED", "ANNOTATION_UPDATED"})
 KNOWN_ACTIONS = frozenset({
@@ -266,16 +270,29 @@ class Ignored:
 WebhookEvent = AnnotationEvent | AnnotationsCreated | AnnotationsDeleted | StartTraining | Ignored
 
 
+def is_id(value: Any) -> TypeGuard[int]:
+    """A Label Studio id al-loop can store: an int (not a bool) in 1 .. ``MAX_ID``."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _int_field(obj: Any, key: str, where: str) -> int:
     value = obj.get(key) if isinstance(obj, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise WebhookPayloadError(f"{where}.{key} must be an integer id, got {value!r}")
-    return value
+    if not is_id(value):
+        raise WebhookPayloadError(f"{where}.{key} must be an integer id in [1, {MAX_ID}], got {_short(value)}")
+    return int(value)
 
 
 def _project_id(payload: Mapping[str, Any], action: str) -> int:
     project = payload.get("project")
     if isinstance(project, int) and not isinstance(project, bool):
+        if not is_id(project):
+            raise WebhookPayloadError(f"{action}: project must be an integer id in [1, {MAX_ID}], got "
+                                      f"{_short(project)}")
         return project
     if not isinstance(project, Mapping):
         raise WebhookPayloadError(f"{action} payload has no project object (was the webhook created with "
@@ -286,7 +303,7 @@ def _project_id(payload: Mapping[str, Any], action: str) -> int:
 def _user_id(value: Any) -> int | None:
     if isinstance(value, Mapping):
         value = value.get("id")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if is_id(value) else None
 
 
 def parse_annotation(annotation: Mapping[str, Any], *, action: str, project_ls_id: int,
@@ -301,29 +318,52 @@ def parse_annotation(annotation: Mapping[str, Any], *, action: str, project_ls_i
         task_ref = task_ref.get("id")
     if (task_ref is None or isinstance(task_ref, bool)) and task is not None:
         task_ref = task.get("id")
-    if isinstance(task_ref, bool) or not isinstance(task_ref, int):
-        raise WebhookPayloadError(f"{action}: annotation {annotation_id} names no task id")
+    if not is_id(task_ref):
+        raise WebhookPayloadError(f"{action}: annotation {annotation_id} names no task id in [1, {MAX_ID}]")
     result = annotation.get("result")
     if result is None:
         result = []
     if not isinstance(result, list) or not all(isinstance(r, Mapping) for r in result):
         raise WebhookPayloadError(f"{action}: annotation {annotation_id} result must be a list of objects")
     updated_at = annotation.get("updated_at")
-    if updated_at is not None and not isinstance(updated_at, str):
-        raise WebhookPayloadError(f"{action}: annotation {annotation_id} updated_at must be a string")
+    if updated_at is not None and (not isinstance(updated_at, str) or len(updated_at) > MAX_UPDATED_AT_CHARS):
+        raise WebhookPayloadError(f"{action}: annotation {annotation_id} updated_at must be a string of at most "
+                                  f"{MAX_UPDATED_AT_CHARS} characters")
     data: dict[str, Any] = {}
     if task is not None:
         if not isinstance(task, Mapping):
             raise WebhookPayloadError(f"{action}: task must be an object")
-        raw = task.get("data") or {}
-        if not isinstance(raw, Mapping):
-            raise WebhookPayloadError(f"{action}: task.data must be an object")
-        data = dict(raw)
-    return AnnotationEvent(action=action, project_ls_id=project_ls_id, task_id=task_ref,
+        data = _task_data(task, action)
+    return AnnotationEvent(action=action, project_ls_id=project_ls_id, task_id=int(task_ref),
                            annotation_id=annotation_id, updated_at=updated_at,
                            result=tuple(dict(r) for r in result),
                            was_cancelled=bool(annotation.get("was_cancelled", False)),
                            completed_by=_user_id(annotation.get("completed_by")), task_data=data)
+
+
+def _task_data(task: Mapping[str, Any], action: str) -> dict[str, Any]:
+    """``task.data`` as a dict; WebhookPayloadError unless it is an object whose ``item_id`` al-loop can store."""
+    raw = task.get("data") or {}
+    if not isinstance(raw, Mapping):
+        raise WebhookPayloadError(f"{action}: task.data must be an object")
+    item_id = raw.get(ITEM_ID_KEY)
+    if item_id is not None and (isinstance(item_id, bool) or not isinstance(item_id, str | int)
+                                or len(str(item_id)) > MAX_ITEM_ID_CHARS):
+        raise WebhookPayloadError(f"{action}: task.data.{ITEM_ID_KEY} must be a string of at most "
+                                  f"{MAX_ITEM_ID_CHARS} characters or an integer")
+    return dict(raw)
+
+
+def check_tasks(payload: Mapping[str, Any], action: str) -> None:
+    """TASKS_CREATED: every task an object with an id in [1, ``MAX_ID``] and a storable ``data``."""
+    tasks = payload.get("tasks") or []
+    if not isinstance(tasks, list):
+        raise WebhookPayloadError(f"{action}: tasks must be a list of task objects")
+    for i, task in enumerate(tasks):
+        if not isinstance(task, Mapping):
+            raise WebhookPayloadError(f"{action}: tasks[{i}] must be an object")
+        _int_field(task, "id", f"tasks[{i}]")
+        _task_data(task, action)
 
 
 def parse_webhook(payload: Any) -> WebhookEvent:
@@ -333,6 +373,8 @@ def parse_webhook(payload: Any) -> WebhookEvent:
     action = payload.get("action")
     if not isinstance(action, str) or not action:
         raise WebhookPayloadError("webhook body has no 'action'")
+    if len(action) > MAX_ACTION_CHARS:
+        raise WebhookPayloadError(f"webhook action is longer than {MAX_ACTION_CHARS} characters")
     if action in ANNOTATION_ACTIONS:
         project_id = _project_id(payload, action)
         task = payload.get("task")
@@ -349,11 +391,12 @@ def parse_webhook(payload: Any) -> WebhookEvent:
         tasks = payload.get("task") or []
         if not isinstance(tasks, list):
             tasks = [tasks]
-        by_id = {t.get("id"): t for t in tasks if isinstance(t, Mapping)}
+        by_id = {t["id"]: t for t in tasks if isinstance(t, Mapping) and is_id(t.get("id"))}
         events = []
         for ann in anns:
             ref = ann.get("task") if isinstance(ann, Mapping) else None
-            task = by_id.get(ref.get("id") if isinstance(ref, Mapping) else ref)
+            key = ref.get("id") if isinstance(ref, Mapping) else ref
+            task = by_id.get(key) if is_id(key) else None
             events.append(parse_annotation(ann, action=action, project_ls_id=project_id, task=task))
         return AnnotationsCreated(project_id, tuple(events))
     if action == "ANNOTATIONS_DELETED":
@@ -365,7 +408,11 @@ def parse_webhook(payload: Any) -> WebhookEvent:
         return AnnotationsDeleted(project_id, ids)
     if action == "START_TRAINING":
         return StartTraining(_project_id(payload, action))
+    if action == "TASKS_CREATED":
+        check_tasks(payload, action)
     project = payload.get("project")
     pid = project.get("id") if isinstance(project, Mapping) else project
-    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    if isinstance(pid, int) and not isinstance(pid, bool) and not is_id(pid):
+        raise WebhookPayloadError(f"{action}: project id must be in [1, {MAX_ID}], got {_short(pid)}")
+    pid = pid if is_id(pid) else None
     return Ignored(action, pid, known=action in KNOWN_ACTIONS)

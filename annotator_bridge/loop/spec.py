@@ -8,13 +8,19 @@ from typing import Any
 
 from al_loop.config import LoopConfig, TrainingConfig, config_from_dict
 from al_loop.data.schema import LabelSchema
-from al_loop.errors import ConfigError, DataFormatError
+from al_loop.errors import ConfigError, DataFormatError, ModelLoadError
+from al_loop.model_paths import check_base_model
 from al_loop.types import Example, ItemId, Span, TaskKind
 
 LOOP_KEYS = ("strategy", "batch_size", "seed_size", "retrain_every", "cold_start", "promote", "max_pool_scored", "seed")
 SPEC_KEYS = frozenset({"name", "task", "labels", "multi_label", "base_model", "training", "loop", "label_studio",
                        *LOOP_KEYS})
 LS_SPEC_KEYS = frozenset({"project_id", "title", "description"})
+LS_MAX_ID = 2**31 - 1  # Label Studio's ids (and the store's Integer columns: 32-bit in PostgreSQL)
+MAX_LABELS = 1000
+MAX_LABEL_CHARS = 200
+MAX_ITEM_ID_CHARS = 200  # the store's item_id columns
+MAX_BASE_MODEL_CHARS = 500  # the store's base_model column
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,14 @@ class ProjectSpec:
                               "existing Label Studio project")
         return LabelSchema.build(self.task, self.labels, bool(self.multi_label))
 
+    def check_base_model(self, *, cache_dir: str | None = None) -> None:
+        """ConfigError unless ``base_model`` is "default", a local model folder or a name in the local Hugging Face
+        cache (reads the model's ``config.json`` only: no weights, no torch)."""
+        try:
+            check_base_model(self.base_model, cache_dir=cache_dir)
+        except ModelLoadError as exc:
+            raise ConfigError(f"'base_model': {exc}") from None
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProjectSpec:
         """Validate a JSON spec; ConfigError names the offending key."""
@@ -71,13 +85,15 @@ class ProjectSpec:
         if labels is not None:
             if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
                 raise ConfigError("'labels' must be a list of strings")
+            if len(labels) > MAX_LABELS or any(len(x) > MAX_LABEL_CHARS for x in labels):
+                raise ConfigError(f"'labels': at most {MAX_LABELS} labels of at most {MAX_LABEL_CHARS} characters each")
             labels = tuple(labels)
         multi = data.get("multi_label")
         if multi is not None and not isinstance(multi, bool):
             raise ConfigError("'multi_label' must be true or false")
         base_model = data.get("base_model", "default")
-        if not isinstance(base_model, str) or not base_model.strip():
-            raise ConfigError("'base_model' must be a non-empty string")
+        if not isinstance(base_model, str) or not base_model.strip() or len(base_model) > MAX_BASE_MODEL_CHARS:
+            raise ConfigError(f"'base_model' must be a non-empty string of at most {MAX_BASE_MODEL_CHARS} characters")
         loop_dict = data.get("loop") or {}
         if not isinstance(loop_dict, Mapping):
             raise ConfigError("'loop' must be an object")
@@ -85,11 +101,8 @@ class ProjectSpec:
         training_dict = data.get("training") or {}
         if not isinstance(training_dict, Mapping):
             raise ConfigError("'training' must be an object of TrainingConfig fields")
-        try:
-            loop = config_from_dict(LoopConfig, dict(loop_dict))
-            training = config_from_dict(TrainingConfig, dict(training_dict))
-        except TypeError as exc:
-            raise ConfigError(f"invalid loop/training settings: {exc}") from None
+        loop = _config(LoopConfig, loop_dict, "")
+        training = _config(TrainingConfig, training_dict, "training.")
         ls = data.get("label_studio", {})
         if ls is False or ls is None:
             ls_dict: dict[str, Any] | None = None
@@ -102,8 +115,9 @@ class ProjectSpec:
                                   "description")
             ls_dict = dict(ls)
             pid = ls_dict.get("project_id")
-            if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid < 1):
-                raise ConfigError("label_studio.project_id must be a positive integer (an existing project's id)")
+            if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or not 1 <= pid <= LS_MAX_ID):
+                raise ConfigError(f"label_studio.project_id must be an integer in [1, {LS_MAX_ID}] (an existing "
+                                  "project's id)")
             for key in ("title", "description"):
                 if key in ls_dict and not isinstance(ls_dict[key], str):
                     raise ConfigError(f"label_studio.{key} must be a string")
@@ -111,6 +125,19 @@ class ProjectSpec:
             raise ConfigError("'label_studio' must be an object ({'project_id': n} to attach), true or false")
         return cls(name=name.strip(), task=task, labels=labels, multi_label=multi, base_model=base_model.strip(),
                    loop=loop, training=training, label_studio=ls_dict)
+
+
+def _config(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    """``cls`` from ``data``; a ConfigError names the field as the spec spells it (``training.batch_size``)."""
+    try:
+        return config_from_dict(cls, dict(data))
+    except TypeError as exc:
+        raise ConfigError(f"invalid {prefix or 'loop '}settings: {exc}") from None
+    except ConfigError as exc:
+        text = str(exc)
+        if prefix and text.startswith("'"):
+            text = f"'{prefix}{text[1:]}"
+        raise ConfigError(text) from None
 
 
 def examples_from_records(records: Sequence[Any], task: TaskKind) -> list[Example]:
@@ -125,8 +152,10 @@ def examples_from_records(records: Sequence[Any], task: TaskKind) -> list[Exampl
         if not isinstance(r, Mapping):
             raise DataFormatError(f"item {i}: must be an object with 'id' and 'text'")
         item_id = r.get("id", r.get("item_id"))
-        if isinstance(item_id, bool) or not isinstance(item_id, str | int) or str(item_id).strip() == "":
-            raise DataFormatError(f"item {i}: 'id' must be a non-empty string or integer")
+        if isinstance(item_id, bool) or not isinstance(item_id, str | int) or str(item_id).strip() == "" \
+                or len(str(item_id)) > MAX_ITEM_ID_CHARS:
+            raise DataFormatError(f"item {i}: 'id' must be a non-empty string of at most {MAX_ITEM_ID_CHARS} "
+                                  "characters or an integer")
         text = r.get("text")
         if not isinstance(text, str):
             raise DataFormatError(f"item {i} ({item_id}): 'text' must be a string")

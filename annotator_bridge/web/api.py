@@ -8,7 +8,7 @@ POST     /api/projects/<id>/items                          import items -> 201 (
 GET      /api/projects/<id>/rounds                         rounds, oldest first
 GET      /api/projects/<id>/rounds/<index>                 one round with its report and selection
 POST     /api/projects/<id>/rounds                         start a round now -> 202 (409 when one is active)
-POST     /api/projects/<id>/rounds/<index>/push            (re)push a round's predictions -> 202
+POST     /api/projects/<id>/rounds/<index>/push            (re)push a succeeded round's predictions -> 202 (409)
 GET      /api/projects/<id>/versions                       model versions
 POST     /api/projects/<id>/versions/<vid>/promote         serve version <vid> (database id)
 POST     /api/projects/<id>/rollback                       serve the previously promoted version
@@ -19,7 +19,10 @@ POST     /api/projects/<id>/reconcile                      re-read Label Studio 
 Items body: a JSON list of ``{"id", "text", ...gold}`` (gold: ``"spans"`` for NER, ``"label"``/
 ``"labels"`` for classification), or an object ``{"items": [...]}`` / ``{"path": "<server file>",
 "format": "jsonl"|...}`` with optional ``"split"`` ("pool" | "test"), ``"record_labels"`` and
-``"start_round"``. Bodies over ``AL_LOOP_MAX_REQUEST_MB`` get 413.
+``"start_round"``. Bodies over ``AL_LOOP_MAX_REQUEST_MB`` get 413; every body is read by
+:mod:`annotator_bridge.web.validate` (depth, NaN/Infinity, 64-bit integers, real Unicode, no NUL: 400).
+Ids in the URL past 64 bits do not match a route (404). The OpenAPI description of every route:
+``GET /api/openapi.json`` (:mod:`annotator_bridge.web.openapi`).
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
-from al_loop.errors import ConfigError, NotFoundError
+from al_loop.config import LOOP_BOUNDS
+from al_loop.errors import ConfigError, ConflictError, NotFoundError
+from al_loop.states import RoundStatus
 from al_loop.store.records import Project, Round
-from annotator_bridge.loop import examples_from_records
+from annotator_bridge.loop import ProjectSpec, examples_from_records
 from annotator_bridge.web.auth import check_bearer
+from annotator_bridge.web.validate import json_body, json_object
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -47,17 +53,6 @@ def _services() -> Any:
 @bp.before_request
 def _authenticate() -> None:
     check_bearer(_services().settings.api_token, request.headers.get("Authorization"))
-
-
-def _body(required: bool = True) -> Any:
-    if not request.get_data(cache=True):
-        if required:
-            raise BadRequest("a JSON request body is required")
-        return None
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise BadRequest("the request body must be JSON")
-    return body
 
 
 def _flag(body: Mapping[str, Any], key: str) -> bool:
@@ -93,10 +88,10 @@ def _round_by_index(project_id: int, index: int) -> Round:
 # ---------------------------------------------------------------------- projects
 @bp.post("/projects")
 def create_project() -> Any:
-    body = _body()
-    if not isinstance(body, Mapping):
-        raise BadRequest("the project spec must be a JSON object")
-    project = _services().loop.create_project(body)
+    # numbers are left to the spec: its fields are typed and bounded, and its messages name field and range
+    spec = ProjectSpec.from_dict(json_object("the project spec", check_numbers=False))
+    spec.check_base_model()
+    project = _services().loop.create_project(spec)
     return jsonify({"project": _project_json(project)}), 201
 
 
@@ -114,7 +109,7 @@ def get_project(project_id: int) -> Any:
 def import_items(project_id: int) -> Any:
     services = _services()
     project = services.store.get_project(project_id)
-    body = _body()
+    body = json_body()
     options: Mapping[str, Any] = {}
     if isinstance(body, list):
         records: list[Any] | None = body
@@ -162,12 +157,14 @@ def get_round(project_id: int, index: int) -> Any:
 
 @bp.post("/projects/<int:project_id>/rounds")
 def start_round(project_id: int) -> Any:
-    body = _body(required=False) or {}
+    body = json_body(required=False)
+    if body is None:
+        body = {}
     if not isinstance(body, Mapping) or set(body) - {"batch_size"}:
         raise ConfigError("the body may only hold {'batch_size': n}")
     batch_size = body.get("batch_size")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError("'batch_size' must be an integer >= 1")
+    if batch_size is not None:
+        LOOP_BOUNDS["batch_size"].check("batch_size", batch_size)
     services = _services()
     services.store.get_project(project_id)
     rnd = services.loop.request_round(project_id, "api", batch_size=batch_size)
@@ -177,6 +174,9 @@ def start_round(project_id: int) -> Any:
 @bp.post("/projects/<int:project_id>/rounds/<int:index>/push")
 def push_round(project_id: int, index: int) -> Any:
     rnd = _round_by_index(project_id, index)
+    if rnd.status is not RoundStatus.SUCCEEDED:
+        raise ConflictError(f"round {index} of project {project_id} is {rnd.status}; only a succeeded round can be "
+                            "pushed")
     services = _services()
     services.dispatcher.push_round(rnd.id)
     return jsonify({"status": "queued", "round": services.store.get_round(rnd.id).to_dict()}), 202

@@ -16,10 +16,14 @@ see :mod:`annotator_bridge.web.context`).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from al_loop.rounds.predict import PredictService
 from al_loop.rounds.service import RoundService
@@ -28,10 +32,11 @@ from annotator_bridge.dispatch import Dispatcher, InlineDispatcher, ThreadDispat
 from annotator_bridge.loop import LoopService
 from annotator_bridge.monitoring import QueueProbe
 from annotator_bridge.settings import Settings
-from annotator_bridge.web import api, dashboard, metrics, mlbackend
+from annotator_bridge.web import api, dashboard, metrics, mlbackend, openapi
 from annotator_bridge.web.auth import WebhookGuard
 from annotator_bridge.web.context import SERVICES_KEY
 from annotator_bridge.web.errors import register_error_handlers
+from annotator_bridge.web.validate import BoundedIntConverter
 
 log = logging.getLogger("annotator_bridge.web")
 
@@ -47,6 +52,32 @@ class Services:
     dispatcher: Dispatcher
     webhook_guard: WebhookGuard = field(repr=False)
     queue_probe: QueueProbe | None = None
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN/Infinity float replaced by None (what strict JSON clients can read)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """JSON out is always strict: never ``NaN`` or ``Infinity`` (a stored non-finite number is sent as null)."""
+
+    sort_keys = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("default", self.default)
+        kwargs.setdefault("ensure_ascii", self.ensure_ascii)
+        kwargs.setdefault("sort_keys", self.sort_keys)
+        try:
+            return json.dumps(obj, allow_nan=False, **kwargs)
+        except ValueError:
+            return json.dumps(finite(obj), allow_nan=False, **kwargs)
 
 
 def create_app(
@@ -76,7 +107,8 @@ def create_app(
 
     app = Flask("annotator_bridge.web", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = StrictJSONProvider(app)
+    app.url_map.converters["int"] = BoundedIntConverter  # ids past 64 bits: 404, never an OverflowError
     app.extensions[SERVICES_KEY] = Services(settings=settings, store=store, loop=loop, predictor=predictor,
                                          dispatcher=dispatcher, webhook_guard=WebhookGuard(settings.webhook_secret))
     register_error_handlers(app)
@@ -84,6 +116,7 @@ def create_app(
     app.register_blueprint(mlbackend.bp, url_prefix="/ml", name="mlbackend_ml")
     app.register_blueprint(api.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(openapi.bp)
     metrics.init_metrics(app)
     if not settings.api_token:
         log.warning("AL_LOOP_API_TOKEN is not set: the management API (/api) refuses every request")

@@ -10,7 +10,11 @@ then posts to ``<public url>/webhook``) or as ``<public url>/ml`` (webhook ``/ml
   empty texts get ``{"result": [], "score": 1.0}`` (score 1.0 = served last under
   uncertainty sampling, so they never jump the queue the rounds computed). Torch is imported
   lazily by the predictor, only when a model is really needed.
-- ``/webhook``: secret header check, a quick parse (malformed = 400), project lookup
+Bodies are read by :mod:`annotator_bridge.web.validate` (depth, size, NaN/Infinity, 64-bit
+integers, real Unicode, no NUL: 400 otherwise).
+
+- ``/webhook``: secret header check, a quick parse (malformed = 400, ids outside Label Studio's
+  range included, so nothing unreadable is queued), project lookup
   (unknown Label Studio project = 404), then ``dispatcher.ingest_event`` and ``{"status":
   "queued"}``. Label Studio waits 1 s and never retries, so nothing slow happens here.
 """
@@ -29,8 +33,9 @@ from al_loop.errors import AlLoopError, NotFoundError
 from al_loop.store.records import Project
 from al_loop.types import Span, TaskKind
 from annotator_bridge.labelstudio.config import LabelConfig, parse_label_config
-from annotator_bridge.labelstudio.convert import Ignored, parse_webhook, prediction_result
+from annotator_bridge.labelstudio.convert import MAX_ID, Ignored, parse_webhook, prediction_result
 from annotator_bridge.settings import WEBHOOK_SECRET_HEADER
+from annotator_bridge.web.validate import json_body
 
 log = logging.getLogger("annotator_bridge.web")
 
@@ -47,15 +52,18 @@ def _services() -> Any:
 
 
 def ls_project_id(value: Any) -> int | None:
-    """Label Studio's project reference in ML-backend calls (``"3.1795593595"``, ``"3"`` or ``3``) -> 3."""
+    """Label Studio's project reference in ML-backend calls (``"3.1795593595"``, ``"3"`` or ``3``) -> 3.
+
+    None for anything else, and for ids outside 1 .. ``MAX_ID`` (no Label Studio project has them).
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if 1 <= value <= MAX_ID else None
     if isinstance(value, str):
         head = value.strip().split(".", 1)[0]
-        if head.isdigit():
-            return int(head)
+        if head.isascii() and head.isdigit() and len(head) <= 12:
+            return ls_project_id(int(head))
     return None
 
 
@@ -71,13 +79,6 @@ def _linked_project(ls_id: int) -> Project | None:
     store = _services().store
     link = store.find_link(ls_id)
     return store.get_project(link.project_id) if link is not None else None
-
-
-def _json_body(required: bool = True) -> Any:
-    body = request.get_json(force=True, silent=True)
-    if body is None and (required or request.get_data()):
-        raise BadRequest("the request body must be JSON")
-    return body
 
 
 def model_version_of(project: Project | None) -> str:
@@ -101,13 +102,15 @@ def health() -> Any:
 
 @bp.post("/setup")
 def setup() -> Any:
-    body = _json_body(required=False) or {}
+    body = json_body(required=False)
+    if body is None:
+        body = {}
     if not isinstance(body, Mapping):
         raise BadRequest("the /setup body must be a JSON object")
     project = _project_for(body.get("project"))
     version = model_version_of(project)
-    log.info("setup: Label Studio project %s -> al-loop project %s, model version %s", body.get("project"),
-             project.id if project else None, version)
+    log.info("setup: Label Studio project %s -> al-loop project %s, model version %s",
+             ls_project_id(body.get("project")), project.id if project else None, version)
     return jsonify({"model_version": version})
 
 
@@ -131,7 +134,7 @@ def _empty(version: str) -> dict[str, Any]:
 
 @bp.post("/predict")
 def predict() -> Any:
-    body = _json_body()
+    body = json_body()
     if not isinstance(body, Mapping):
         raise BadRequest("the /predict body must be a JSON object with 'tasks'")
     tasks = body.get("tasks")
@@ -142,8 +145,8 @@ def predict() -> Any:
     results = [_empty(version) for _ in tasks]
     if project is None or not tasks:
         if project is None:
-            log.info("predict: no al-loop project for Label Studio project %r; %d empty results", body.get("project"),
-                     len(tasks))
+            log.info("predict: no al-loop project for Label Studio project %s; %d empty results",
+                     ls_project_id(body.get("project")), len(tasks))
         return jsonify({"results": results})
     services = _services()
     current = services.predictor.current_version(project.id)
@@ -188,7 +191,7 @@ def predict() -> Any:
 def webhook() -> Any:
     services = _services()
     services.webhook_guard.check(request.headers.get(WEBHOOK_SECRET_HEADER))
-    payload = _json_body()
+    payload = json_body()
     event = parse_webhook(payload)  # WebhookPayloadError -> 400
     ls_id = getattr(event, "project_ls_id", None)
     action = getattr(event, "action", None) or str(payload.get("action"))
