@@ -565,6 +565,38 @@ class Store:
                 out.setdefault(int(pid), {"by_source": {}, "labelled": 0})["labelled"] = int(n)
         return out
 
+    def change_marker(self, project_id: int) -> tuple[Any, ...]:
+        """A cheap value that changes whenever anything a project's status shows changes.
+
+        Labels (count, newest id, newest receipt, deletions), rounds (each one's status, phase,
+        progress, heartbeat, push status, version), model versions (each one's status), item counts,
+        simulations and the project's own settings and link: a handful of aggregate queries, no
+        row objects. Equal markers mean an earlier status computed for the project still holds
+        (apart from times relative to now).
+        """
+        with self.session() as s:
+            project = s.execute(select(ProjectRow.name, ProjectRow.loop_config)
+                                .where(ProjectRow.id == project_id)).one_or_none()
+            if project is None:
+                raise NotFoundError(f"project {project_id} not found")
+            labels = s.execute(select(func.count(), func.max(LabelRow.id), func.max(LabelRow.received_at),
+                                      func.max(LabelRow.updated_at),
+                                      func.count(LabelRow.id).filter(LabelRow.deleted.is_(True)))
+                               .where(LabelRow.project_id == project_id)).one()
+            rounds = s.execute(select(RoundRow.id, RoundRow.status, RoundRow.phase, RoundRow.progress,
+                                      RoundRow.heartbeat_at, RoundRow.push_status, RoundRow.model_version_id,
+                                      RoundRow.finished_at)
+                               .where(RoundRow.project_id == project_id).order_by(RoundRow.id)).all()
+            versions = s.execute(select(ModelVersionRow.id, ModelVersionRow.status)
+                                 .where(ModelVersionRow.project_id == project_id).order_by(ModelVersionRow.id)).all()
+            items = s.execute(select(ItemRow.split, func.count()).where(ItemRow.project_id == project_id)
+                              .group_by(ItemRow.split).order_by(ItemRow.split)).all()
+            sims = s.execute(select(func.count(), func.max(SimulationRow.id))
+                             .where(SimulationRow.project_id == project_id)).one()
+            link = s.scalar(select(LabelStudioLinkRow.ls_project_id).where(LabelStudioLinkRow.project_id == project_id))
+        return (tuple(project), tuple(labels), tuple(map(tuple, rounds)), tuple(map(tuple, versions)),
+                tuple(map(tuple, items)), tuple(sims), link)
+
     def new_labels_since_last_round(self, project_id: int) -> int:
         """Live, non-skipped annotations received after the newest round was created."""
         with self.session() as s:

@@ -15,6 +15,7 @@ stable :class:`~al_loop.types.ItemId`; version ``id`` is the model-version datab
 
 from __future__ import annotations
 
+from annotator_bridge.monitoring.cache import CachedProbe, SnapshotCache
 from annotator_bridge.monitoring.common import DEFAULT_STALE_AFTER, PHASES, format_duration, iso, metric_name
 from annotator_bridge.monitoring.history import (
     learning_curve,
@@ -37,8 +38,10 @@ from annotator_bridge.monitoring.status import (
 __all__ = [
     "DEFAULT_STALE_AFTER",
     "PHASES",
+    "CachedProbe",
     "NullQueueProbe",
     "QueueProbe",
+    "SnapshotCache",
     "StaticQueueProbe",
     "annotation_rate",
     "confusion_top_errors",

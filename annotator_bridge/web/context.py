@@ -4,7 +4,9 @@ The services object (:class:`annotator_bridge.web.app.Services`: ``.settings .st
 .predictor .dispatcher .queue_probe``) lives in ``app.extensions["al_loop"]``. The dashboard and
 ``/metrics`` ask ``get_queue_probe(app)`` about queues and workers: the services'
 ``queue_probe`` (``al-loop serve`` sets a Celery probe with ``set_queue_probe``), else a
-:class:`~annotator_bridge.monitoring.NullQueueProbe` (no broker information).
+:class:`~annotator_bridge.monitoring.NullQueueProbe` (no broker information); they ask it through
+``get_status_cache(app)`` (a :class:`~annotator_bridge.monitoring.SnapshotCache`: snapshots per
+project while nothing changed, the probe's answers for a few seconds).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 
 from flask import Flask
 
-from annotator_bridge.monitoring import NullQueueProbe, QueueProbe
+from annotator_bridge.monitoring import NullQueueProbe, QueueProbe, SnapshotCache
 
 SERVICES_KEY = "al_loop"
+STATUS_CACHE_KEY = "al_loop_status_cache"
 
 
 def services(app: Flask) -> Any:
@@ -36,4 +39,12 @@ def get_queue_probe(app: Flask) -> QueueProbe:
     return probe if probe is not None else NullQueueProbe()
 
 
-__all__ = ["SERVICES_KEY", "get_queue_probe", "services", "set_queue_probe"]
+def get_status_cache(app: Flask) -> SnapshotCache:
+    """The app's dashboard snapshot cache and cached broker probe (made on first use; one per process)."""
+    cache = app.extensions.get(STATUS_CACHE_KEY)
+    if cache is None:
+        cache = app.extensions.setdefault(STATUS_CACHE_KEY, SnapshotCache())
+    return cache  # type: ignore[no-any-return]
+
+
+__all__ = ["SERVICES_KEY", "STATUS_CACHE_KEY", "get_queue_probe", "get_status_cache", "services", "set_queue_probe"]

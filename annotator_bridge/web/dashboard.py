@@ -1,6 +1,7 @@
 """The dashboard blueprint: server-rendered HTML pages per project, live-updated by polling.
 
-Routes (all GET, read-only, no token needed; put the server behind your network/proxy rules):
+Routes (GET, read-only; open unless ``AL_LOOP_DASHBOARD_TOKEN`` is set, then they need it or the
+API token as a bearer token or the sign-in cookie: :mod:`annotator_bridge.web.monitor_auth`):
 
 - ``/dashboard/``                                   project list
 - ``/dashboard/<project_id>``                       the project page
@@ -10,7 +11,11 @@ Routes (all GET, read-only, no token needed; put the server behind your network/
 - ``/dashboard/<project_id>/data.json``             the same facts as JSON (:func:`project_snapshot`)
 - ``/dashboard/<project_id>/rounds/<round_id>``     a round's report page
 - ``/dashboard/<project_id>/rounds/<round_id>/report.json``  the round report as JSON
-- ``/dashboard/static/...``                         the page's own CSS and JS (no third-party code)
+- ``/dashboard/static/...``                         the page's own CSS and JS (no third-party code; always open)
+- ``/dashboard/sign-in`` (GET form, POST token)     sets the sign-in cookie; ``POST /dashboard/sign-out`` clears it
+
+Snapshots come from the app's :class:`~annotator_bridge.monitoring.SnapshotCache`: recomputed only
+when the project changed (a label, a round, a version) or after a minute, so a poll costs milliseconds.
 
 Actions (promote, roll back, start a round) are buttons that call the authenticated
 management API (``/api/projects/<id>/...``) from the browser with ``Authorization: Bearer
@@ -31,8 +36,8 @@ from markupsafe import Markup
 
 from al_loop.errors import NotFoundError
 from annotator_bridge import monitoring
-from annotator_bridge.web import svg
-from annotator_bridge.web.context import get_queue_probe, services
+from annotator_bridge.web import monitor_auth, svg
+from annotator_bridge.web.context import get_queue_probe, get_status_cache, services
 
 bp = Blueprint(
     "dashboard",
@@ -243,7 +248,12 @@ def _store() -> Any:
 
 
 def _snapshot(project_id: int) -> dict[str, Any]:
-    return monitoring.project_snapshot(_store(), project_id, get_queue_probe(current_app))
+    return get_status_cache(current_app).snapshot(_store(), project_id, get_queue_probe(current_app))
+
+
+# the optional token: a before_request check and the sign-in form (monitor_auth)
+monitor_auth.install(bp, json_endpoints=("dashboard.data", "dashboard.round_json", "dashboard.fragment"),
+                     home="dashboard.projects")
 
 
 def _api(project_id: int) -> dict[str, str]:
@@ -262,7 +272,7 @@ def _not_found(message: str) -> tuple[str, int]:
 @bp.get("/")
 def projects() -> Any:
     store = _store()
-    probe = monitoring.probe_queues(get_queue_probe(current_app))
+    probe = monitoring.probe_queues(get_status_cache(current_app).probe(get_queue_probe(current_app)))
     rows = [monitoring.project_summary(store, p) for p in store.list_projects()]
     return render_template("dashboard/projects.html", projects=rows, probe=probe)
 

@@ -14,6 +14,10 @@ Two kinds of series:
   Both are no-ops outside an app context or on an app without metrics, so shared code
   (e.g. the ingest path that also runs in workers) may call them unconditionally.
 
+With ``AL_LOOP_DASHBOARD_TOKEN`` set, ``/metrics`` needs it (or the API token) as a bearer token
+(Prometheus: ``authorization: {credentials: ...}``); see :mod:`annotator_bridge.web.monitor_auth`.
+The broker probe is asked through the app's cache (at most once per few seconds).
+
 Projects are labelled by database id (``project="3"``); ``al_loop_project_info`` maps ids to
 names and tasks.
 """
@@ -34,7 +38,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from al_loop.states import ACTIVE_ROUND_STATUSES, RoundStatus
 from al_loop.store.repository import Store
 from annotator_bridge import monitoring
-from annotator_bridge.web.context import get_queue_probe, services
+from annotator_bridge.web.context import get_queue_probe, get_status_cache, services
+from annotator_bridge.web.monitor_auth import is_authorized
 
 log = logging.getLogger("annotator_bridge.web.metrics")
 
@@ -198,7 +203,7 @@ class StoreCollector:
         yield labelled
 
     def _probe_families(self) -> Iterator[Metric]:
-        probe = monitoring.probe_queues(get_queue_probe(self.app))
+        probe = monitoring.probe_queues(get_status_cache(self.app).probe(get_queue_probe(self.app)))
         depth = GaugeMetricFamily("al_loop_queue_depth", "Messages waiting per broker queue", labels=["queue"])
         for name, n in sorted(probe["queues"].items()):
             depth.add_metric([name], float(n))
@@ -255,6 +260,9 @@ def init_metrics(app: Flask, *, time_webhook: bool = True) -> MetricsState:
 
 @bp.get("/metrics")
 def metrics_view() -> Response:
+    if not is_authorized(services(current_app).settings, request):
+        return Response("/metrics needs a token: send 'Authorization: Bearer <AL_LOOP_DASHBOARD_TOKEN>'\n",
+                        status=401, mimetype="text/plain", headers={"WWW-Authenticate": 'Bearer realm="al-loop"'})
     state = _state()
     if state is None:  # blueprint registered without init_metrics
         return Response("metrics are not initialised\n", status=503, mimetype="text/plain")
