@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from al_loop.types import TaskKind
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,3 +46,24 @@ def test_classification_table_has_no_token_columns(tmp_path: Path) -> None:
     summary = bench.summarize(_points(TaskKind.CLASSIFICATION))
     table = bench.table(summary, TaskKind.CLASSIFICATION)
     assert "tokens" not in table and "| mnlp | 60.5 | 70.5 ± 0.5 | 20 | 67% |" in table
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.integration
+def test_bench_ingest_smoke(tmp_path: Path) -> None:
+    """The ingest load benchmark on a few events (real redis-server, workers and server; no training round)."""
+    bench = _load("bench_ingest")
+    out = tmp_path / "ingest.json"
+    assert bench.main(["--rate", "20", "--duration", "1", "--no-round", "--items", "20", "--labelled", "4",
+                       "--drain-timeout", "60", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["sent"] == 20 and figures["acked"] == 20, figures
+    assert figures["http_5xx"] == 0 and figures["errors"] == {} and figures["lost"] == 0, figures
+    assert figures["drain_s"] is not None and figures["ack_p99_ms"] >= figures["ack_p50_ms"] > 0

@@ -143,7 +143,29 @@ def _warm_up(sender: Any = None, **_: Any) -> None:
         except Exception:  # the first task will raise it with context
             log.exception("could not build the worker's services")
             return
+        lower_training_priority(app)
         kick_ingest(app)
+
+
+TRAIN_NICENESS = 10
+"""How much a worker of the train queue lowers its CPU priority (Linux nice; 0 = unchanged)."""
+
+
+def lower_training_priority(app: Celery) -> int:
+    """A train-queue worker gives the CPU to the web process and the ingest worker first (webhook acks stay
+    fast while a round trains on the same cores); returns the process's new niceness. Set at start-up, before
+    torch makes its threads (they inherit it); a GPU round barely notices."""
+    settings = settings_of(app)
+    queues = set(getattr(app.amqp.queues, "consume_from", None) or ())
+    if TRAIN_NICENESS <= 0 or settings.train_queue not in queues:
+        return os.nice(0)
+    try:
+        niceness = os.nice(TRAIN_NICENESS)
+    except OSError as exc:
+        log.warning("could not lower the training worker's priority: %s", exc)
+        return os.nice(0)
+    log.info("training worker: CPU niceness %d (the web process and ingest come first)", niceness)
+    return niceness
 
 
 def kick_ingest(app: Celery) -> bool:
@@ -217,4 +239,4 @@ def reconcile(self: Any, project_id: int) -> None:
 
 
 __all__ = ["WorkerServices", "build_services", "drain_ingest", "get_services", "ingest_event", "kick_ingest",
-           "push_round", "reconcile", "reset_services", "run_round", "settings_of"]
+           "lower_training_priority", "push_round", "reconcile", "reset_services", "run_round", "settings_of"]
