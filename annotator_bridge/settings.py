@@ -258,8 +258,10 @@ class Settings:
             resolved = Path(raw).expanduser().resolve()
         except (OSError, RuntimeError, ValueError):
             raise ConfigError(f"cannot resolve the import path {raw!r}") from None
-        if any(resolved.is_relative_to(root) for root in PSEUDO_FILE_ROOTS) \
-                or not any(resolved.is_relative_to(d.resolve()) for d in self.import_dirs):
+        if any(resolved.is_relative_to(root) for root in PSEUDO_FILE_ROOTS):
+            raise ConfigError(f"{raw!r} is on /proc, /sys or /dev, outside the folders the server may import from "
+                              "(AL_LOOP_IMPORT_DIRS)")
+        if not any(resolved.is_relative_to(d.resolve()) for d in self.import_dirs):
             raise ConfigError(f"{raw!r} is outside the folders the server may import from (AL_LOOP_IMPORT_DIRS)")
         return resolved
 

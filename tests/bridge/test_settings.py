@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from al_loop.errors import ConfigError
-from annotator_bridge.settings import ENV_NAMES, FILESYSTEM_BROKER, Settings
+from annotator_bridge.settings import ENV_NAMES, FILESYSTEM_BROKER, Settings, StackEnvironment
 
 
 def test_defaults_from_empty_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,3 +135,55 @@ def test_from_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("AL_LOOP_TRAIN_QUEUE", "train-2")
     s = Settings.from_env()
     assert s.home == tmp_path / "envhome" and s.train_queue == "train-2"
+
+
+def test_file_imports_are_closed_without_import_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = Settings.from_env({"AL_LOOP_HOME": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"importing files from the server is off.*AL_LOOP_IMPORT_DIRS"):
+        closed.resolve_import_path(tmp_path / "x.jsonl")
+    allowed = tmp_path / "data"
+    allowed.mkdir()
+    s = Settings.from_env({"AL_LOOP_HOME": str(tmp_path), "AL_LOOP_IMPORT_DIRS": f"~/data{os.pathsep}/"})
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert s.resolve_import_path("~/data/t.csv") == allowed / "t.csv"  # expanded once, absolute
+    (allowed / "link.csv").symlink_to(tmp_path / "elsewhere.csv")
+    assert s.resolve_import_path(allowed / "link.csv") == tmp_path / "elsewhere.csv"  # resolved: "/" allows it
+    for path in ("/proc/self/environ", "/dev/zero", "/sys/kernel", "/proc/../proc/self/environ"):
+        with pytest.raises(ConfigError, match="/proc, /sys or /dev"):
+            s.resolve_import_path(path)
+    for bad in (closed, s):
+        with pytest.raises(ConfigError, match="NUL"):
+            bad.resolve_import_path("/etc/\x00passwd")
+
+
+def test_max_import_mb(tmp_path: Path) -> None:
+    assert Settings.from_env({"AL_LOOP_HOME": str(tmp_path)}).max_import_bytes == 256 * 1024 * 1024
+    assert Settings.from_env({"AL_LOOP_HOME": str(tmp_path), "AL_LOOP_MAX_IMPORT_MB": "5"}).max_import_bytes == 5 << 20
+    for bad in ("0", "-1", "lots"):
+        with pytest.raises(ConfigError, match="AL_LOOP_MAX_IMPORT_MB"):
+            Settings.from_env({"AL_LOOP_HOME": str(tmp_path), "AL_LOOP_MAX_IMPORT_MB": bad})
+
+
+def test_secret_problems_missing_and_placeholder_secrets(tmp_path: Path) -> None:
+    base = {"AL_LOOP_HOME": str(tmp_path)}
+    assert Settings.from_env(base).secret_problems() == ["AL_LOOP_API_TOKEN is not set",
+                                                         "AL_LOOP_WEBHOOK_SECRET is not set"]
+    good = {**base, "AL_LOOP_API_TOKEN": "9f1c0e7d2b", "AL_LOOP_WEBHOOK_SECRET": "4a8b6c1d3e"}
+    Settings.from_env(good).require_secrets("al-loop serve")
+    placeholders = {"AL_LOOP_API_TOKEN": "change-me-al-loop-api-token", "AL_LOOP_WEBHOOK_SECRET": "CHANGEME",
+                    "AL_LOOP_DASHBOARD_TOKEN": "change_me", "LABEL_STUDIO_API_KEY": "change-me-label-studio-token",
+                    "LABEL_STUDIO_URL": "http://127.0.0.1:8080",
+                    "AL_LOOP_DATABASE_URL": "postgresql+psycopg://al_loop:change-me-db-pass@db:5432/al_loop"}
+    s = Settings.from_env({**good, **placeholders})
+    assert s.secret_problems() == [
+        "AL_LOOP_API_TOKEN is a placeholder", "AL_LOOP_DASHBOARD_TOKEN is a placeholder",
+        "LABEL_STUDIO_API_KEY is a placeholder", "AL_LOOP_WEBHOOK_SECRET is a placeholder",
+        "the password in AL_LOOP_DATABASE_URL is a placeholder"]
+    with pytest.raises(ConfigError, match="al-loop worker refuses to start: AL_LOOP_API_TOKEN is a place") as info:
+        s.require_secrets("al-loop worker")
+    assert "change-me-al-loop-api-token" not in str(info.value)
+
+
+def test_stack_environment_keeps_import_overrides(tmp_path: Path) -> None:
+    env = StackEnvironment.from_env({"AL_LOOP_IMPORT_DIRS": str(tmp_path), "AL_LOOP_MAX_IMPORT_MB": "9"})
+    assert env.overrides == {"AL_LOOP_IMPORT_DIRS": str(tmp_path), "AL_LOOP_MAX_IMPORT_MB": "9"}
