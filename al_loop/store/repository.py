@@ -568,8 +568,9 @@ class Store:
     def change_marker(self, project_id: int) -> tuple[Any, ...]:
         """A cheap value that changes whenever anything a project's status shows changes.
 
-        Labels (count, newest id, newest receipt, deletions), rounds (each one's status, phase,
-        progress, heartbeat, push status, version), model versions (each one's status), item counts,
+        Labels (count, newest id, newest receipt and time, deletions), rounds (each one's status,
+        phase, progress, heartbeat, push status, version, metrics, timings), model versions (each
+        one's status and promotion), item counts,
         simulations and the project's own settings and link: a handful of aggregate queries, no
         row objects. Equal markers mean an earlier status computed for the project still holds
         (apart from times relative to now).
@@ -585,9 +586,10 @@ class Store:
                                .where(LabelRow.project_id == project_id)).one()
             rounds = s.execute(select(RoundRow.id, RoundRow.status, RoundRow.phase, RoundRow.progress,
                                       RoundRow.heartbeat_at, RoundRow.push_status, RoundRow.model_version_id,
-                                      RoundRow.finished_at)
+                                      RoundRow.finished_at, RoundRow.n_labels, RoundRow.version_tag, RoundRow.error,
+                                      RoundRow.metrics, RoundRow.timings)
                                .where(RoundRow.project_id == project_id).order_by(RoundRow.id)).all()
-            versions = s.execute(select(ModelVersionRow.id, ModelVersionRow.status)
+            versions = s.execute(select(ModelVersionRow.id, ModelVersionRow.status, ModelVersionRow.promoted_at)
                                  .where(ModelVersionRow.project_id == project_id).order_by(ModelVersionRow.id)).all()
             items = s.execute(select(ItemRow.split, func.count()).where(ItemRow.project_id == project_id)
                               .group_by(ItemRow.split).order_by(ItemRow.split)).all()
