@@ -75,6 +75,7 @@
     return window.fetch(live.getAttribute("data-fragment-url"), {
       headers: { "Accept": "text/html" }, cache: "no-store", credentials: "same-origin"
     }).then(function (res) {
+      if (res.status === 401) { window.location.reload(); return; }  // signed out: the page shows the sign-in form
       if (!res.ok) { throw new Error("HTTP " + res.status); }
       var digest = res.headers.get("X-Dashboard-Digest") || "";
       var active = res.headers.get("X-Dashboard-Active") === "1" ? "1" : "0";
