@@ -355,7 +355,8 @@ def _task_data(task: Mapping[str, Any], action: str) -> dict[str, Any]:
 
 
 def check_tasks(payload: Mapping[str, Any], action: str) -> None:
-    """TASKS_CREATED: every task an object with an id in [1, ``MAX_ID``] and a storable ``data``."""
+    """``payload["tasks"]`` (TASKS_CREATED; ANNOTATIONS_CREATED's task list): objects with an id in [1, ``MAX_ID``]
+    and a storable ``data``; WebhookPayloadError otherwise."""
     tasks = payload.get("tasks") or []
     if not isinstance(tasks, list):
         raise WebhookPayloadError(f"{action}: tasks must be a list of task objects")
@@ -389,9 +390,9 @@ def parse_webhook(payload: Any) -> WebhookEvent:
         if not isinstance(anns, list):
             raise WebhookPayloadError(f"{action}: annotation must be a list")
         tasks = payload.get("task") or []
-        if not isinstance(tasks, list):
-            tasks = [tasks]
-        by_id = {t["id"]: t for t in tasks if isinstance(t, Mapping) and is_id(t.get("id"))}
+        tasks = tasks if isinstance(tasks, list) else [tasks]
+        check_tasks({"tasks": tasks}, action)
+        by_id = {t["id"]: t for t in tasks}
         events = []
         for ann in anns:
             ref = ann.get("task") if isinstance(ann, Mapping) else None

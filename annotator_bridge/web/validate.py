@@ -14,8 +14,8 @@ that breaks a rule:
 ``check_numbers=False`` leaves numbers to the caller (the project spec: its config fields are
 typed and bounded, with messages that name the field and its range).
 
-``INT_URL`` is the Flask ``int`` converter of the app: ids in a URL beyond ``MAX_URL_ID`` do not
-match the route (404) instead of overflowing the database driver.
+``BoundedIntConverter`` is the Flask ``int`` converter of the app: ids in a URL beyond ``MAX_URL_ID``
+(18 digits) do not match the route (404) instead of overflowing the database driver.
 """
 
 from __future__ import annotations
@@ -31,15 +31,18 @@ from werkzeug.routing import IntegerConverter
 
 MAX_DEPTH = 64
 MAX_INT = 2**63 - 1
-MAX_URL_ID = 2**63 - 1
+MAX_URL_DIGITS = 18
+MAX_URL_ID = 10**MAX_URL_DIGITS - 1  # < 2**63
 
 
 class BoundedIntConverter(IntegerConverter):
-    """``<int:...>`` that matches 0 .. ``MAX_URL_ID`` only (larger ids are 404, not an OverflowError)."""
+    """``<int:...>`` of at most 18 digits (below 2**63): a longer id matches no route (404), never overflows.
 
-    def __init__(self, map: Any, fixed_digits: int = 0, min: int | None = 0, max: int | None = MAX_URL_ID,
-                 signed: bool = False) -> None:
-        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+    The bound is in the regex, not in a ``max``: werkzeug answers a converter's ValidationError with 405
+    when another method's rule matched the same path.
+    """
+
+    regex = rf"\d{{1,{MAX_URL_DIGITS}}}"
 
 
 def _number(text: str) -> float:
@@ -103,8 +106,7 @@ def check_tree(value: Any, *, check_numbers: bool = True, max_depth: int = MAX_D
             continue
         for key, child in pairs:
             if isinstance(child, dict | list):
-                if child:
-                    stack.append((child, depth + 1, (*path, key)))
+                stack.append((child, depth + 1, (*path, key)))
                 continue
             problem = _bad_leaf(child, check_numbers)
             if problem:
