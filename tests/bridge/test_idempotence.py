@@ -20,6 +20,7 @@ from al_loop.data.schema import LabelSchema
 from al_loop.store import Store
 from al_loop.store.versions import LabelOutcome, content_key, judge
 from al_loop.types import Example, ItemId
+from annotator_bridge.labelstudio.convert import AnnotationEvent
 from tests.bridge import conftest_services, test_loop
 from tests.bridge.test_loop import choice, cls_items, labels_of
 
@@ -179,17 +180,30 @@ def test_tasks_created_writes_the_item_and_its_task_id_together(cls_project: Sim
 
 
 def test_out_of_range_ids_write_nothing_and_never_raise(cls_project: SimpleNamespace) -> None:
+    """Refused when the webhook is parsed (status "rejected") or when it is applied (nothing mapped): nothing lands."""
     env = cls_project
     huge = 2**70
     body = {"action": "TASKS_CREATED", "tasks": [{"id": huge, "data": {"text": "an id no database holds"}}],
             "project": {"id": env.ls_id}}
     n_items = env.store.count_items(env.project.id)
-    assert _outcome(env, body) == {"tasks_mapped": 0}
+    out = env.loop.handle_event(env.project.id, body)
+    assert out["status"] == "rejected" or out["outcomes"] == {"tasks_mapped": 0}
     assert env.store.count_items(env.project.id) == n_items
     ann = _event(env, "i0", "pos", updated_at=None)
     ann["annotation"]["id"] = huge
-    assert _outcome(env, ann) == {"rejected": 1}
+    out = env.loop.handle_event(env.project.id, ann)
+    assert out["status"] == "rejected" or out["outcomes"] == {"rejected": 1}
     assert env.store.label_records(env.project.id) == []
+    # past the parser too: the loop's own checks (the store cannot hold such ids)
+    assert env.loop.links.adopt_tasks(env.project, [{"id": huge, "data": {"text": "x"}}]) == 0
+    assert env.store.count_items(env.project.id) == n_items
+    cfg = env.loop.links.label_config(env.project)
+    for task_id, ann_id in ((huge, 5), (5, huge)):
+        ev = AnnotationEvent(action="ANNOTATION_CREATED", project_ls_id=env.ls_id, task_id=task_id,
+                             annotation_id=ann_id, updated_at=None, result=tuple(choice("pos")), was_cancelled=False,
+                             completed_by=None, task_data={"text": "x", "item_id": "i0"})
+        assert env.loop.annotations.ingest(env.project, cfg, ev) == "rejected"
+    assert env.store.label_records(env.project.id) == [] and env.store.count_rejected(env.project.id) == 0
 
 
 # ------------------------------------------------------------------ the schema migration
