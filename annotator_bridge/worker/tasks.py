@@ -36,6 +36,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery, shared_task
 from celery.signals import worker_ready
 
@@ -71,6 +72,10 @@ LS_RETRY: dict[str, Any] = {
     "retry_jitter": True,
     "max_retries": MAX_LS_RETRIES,
 }
+
+
+DRAIN_RETRY_FOR = (LabelStudioUnavailable, redis.ConnectionError, redis.TimeoutError)
+"""A drain interrupted by Label Studio or by Redis (a restart) is retried; its batch is still in the list."""
 
 
 @dataclass
@@ -191,7 +196,7 @@ def ingest_event(self: Any, project_id: int, payload: dict[str, Any]) -> None:
     get_services(self.app).loop.handle_event(int(project_id), payload)
 
 
-@shared_task(name=DRAIN_INGEST_TASK, bind=True, **LS_RETRY)
+@shared_task(name=DRAIN_INGEST_TASK, bind=True, **{**LS_RETRY, "autoretry_for": DRAIN_RETRY_FOR})
 def drain_ingest(self: Any, token: str) -> None:
     """Apply the webhook events waiting in the ingest list, in batches, while ``token`` holds the drain lock."""
     services = get_services(self.app)
