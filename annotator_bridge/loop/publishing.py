@@ -48,8 +48,13 @@ class RoundPublisher:
 
     # ------------------------------------------------------------------ rounds
     def request_round(self, project_id: int, trigger: str = "api", *, batch_size: int | None = None) -> Round:
-        """Create the next round and dispatch it; ConflictError while one is active."""
-        rnd = self.rounds.create_round(project_id, trigger, batch_size=batch_size)
+        """Create the next round and dispatch it; ConflictError while one is active (a round stuck in
+        ``pending`` is dispatched again first, see ``_requeue_stuck``)."""
+        try:
+            rnd = self.rounds.create_round(project_id, trigger, batch_size=batch_size)
+        except ConflictError:
+            self._requeue_stuck(project_id)
+            raise
         log.info("project %s: round %s created (trigger %s)", project_id, rnd.index, trigger)
         try:
             self._dispatcher().run_round(project_id, rnd.id)
@@ -60,6 +65,22 @@ class RoundPublisher:
                                         error=f"could not be queued: {exc}"[:1000])
             raise
         return self.store.get_round(rnd.id)
+
+    def _requeue_stuck(self, project_id: int) -> None:
+        """Dispatch again a round ``pending`` for longer than the takeover delay (``RoundService.stale_after``):
+        its task message was lost (e.g. Redis restarted without its append-only file). A duplicate delivery is
+        harmless: the claim lets one worker run the round, later ones find it running or final."""
+        active = self.store.active_round(project_id)
+        if active is None or active.status is not RoundStatus.PENDING:
+            return
+        if self.clock() - active.created_at < self.rounds.stale_after:
+            return
+        log.warning("project %s: round %s pending since %s; dispatched again", project_id, active.index,
+                    active.created_at.isoformat())
+        try:
+            self._dispatcher().run_round(project_id, active.id)
+        except AlLoopError as exc:
+            log.warning("project %s: round %s could not be dispatched again: %s", project_id, active.index, exc)
 
     def start_round(self, project_id: int, trigger: str) -> Round | None:
         """``request_round``, or None (logged) while another round is active."""

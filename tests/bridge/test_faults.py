@@ -28,6 +28,7 @@ from al_loop.store import Store
 from al_loop.types import Example, TaskKind
 from annotator_bridge.client import ApiError
 from annotator_bridge.labelstudio.gateway import LabelStudioGateway
+from annotator_bridge.labelstudio.local import port_is_free
 from tests.bridge.conftest_services import (
     WORKER_DEFAULT_ARGS,
     WORKER_TRAIN_ARGS,
@@ -249,6 +250,8 @@ def test_c_label_studio_down_during_the_push_then_retried(faults: Faults, shared
                             0.25, "the push to fail while Label Studio is down")
         assert failed["status"] == "succeeded"
     finally:
+        # the harness binds the port to check it: wait out the TIME_WAIT sockets of the stopped server
+        wait_until(lambda: port_is_free(ls.host, port), 180, 0.5, f"port {port} to be free again")
         ls.start(data, port=port, username=ls.username, password=ls.password, user_token=ls.user_token)
     r0 = f.wait_round(pid, 0, push="done", timeout=900)  # the task's own retry, nobody calls /push
     tag = r0["version_tag"]
@@ -314,3 +317,39 @@ def test_the_drain_keeps_an_interrupted_batch_and_the_order(tmp_path: Path) -> N
     finally:
         queue.close()
         server.stop()
+
+
+def test_a_round_whose_task_was_lost_is_dispatched_again(tmp_path: Path) -> None:
+    """Redis restarted WITHOUT its append-only file loses a queued round: the next request re-dispatches it."""
+    from datetime import timedelta
+
+    from al_loop.data.schema import LabelSchema
+    from al_loop.errors import ConflictError
+    from al_loop.rounds import RoundService
+    from al_loop.store.repository import utcnow
+    from annotator_bridge.loop import LoopService
+    from annotator_bridge.settings import Settings
+
+    class Lost:
+        def __init__(self) -> None:
+            self.rounds: list[int] = []
+
+        def run_round(self, project_id: int, round_id: int) -> None:
+            self.rounds.append(round_id)  # the message goes nowhere
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    settings = Settings.from_env({"AL_LOOP_HOME": str(tmp_path / "home")})
+    lost = Lost()
+    shift = [timedelta(0)]
+    loop = LoopService(store, None, RoundService(store, stale_after=timedelta(minutes=5)), lost,  # type: ignore[arg-type]
+                       settings, clock=lambda: utcnow() + shift[0])
+    pid = store.create_project("lost", LabelSchema(TaskKind.CLASSIFICATION, ("a", "b"))).id
+    rnd = loop.request_round(pid)
+    with pytest.raises(ConflictError):
+        loop.request_round(pid)
+    assert lost.rounds == [rnd.id]  # pending for seconds: still queued, not dispatched twice
+    shift[0] = timedelta(minutes=6)
+    with pytest.raises(ConflictError):
+        loop.request_round(pid)
+    assert lost.rounds == [rnd.id, rnd.id] and len(store.list_rounds(pid)) == 1
+    store.dispose()
