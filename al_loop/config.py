@@ -22,6 +22,11 @@ LEARNERS: tuple[str, ...] = ("auto", "head", "finetune")
 """``head``: logistic regression on frozen encoder features; ``finetune``: the whole transformer;
 ``auto``: compared on held-out labels every round until fine-tuning wins ``switch_after`` times."""
 
+POOLINGS: tuple[str, ...] = ("mean", "cls")
+"""Head of a fine-tuned classifier: ``mean`` (mean-pooled, L2-normalised states, started from the logistic
+regression of the frozen features; see :mod:`al_loop.models.pooled`) or ``cls`` (the checkpoint's own
+``[CLS]``/pooler sequence-classification head)."""
+
 MAX_SEED = 2**31 - 1  # the store keeps a round's seed in an Integer column (32-bit in PostgreSQL)
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
@@ -113,6 +118,7 @@ TRAINING_BOUNDS: dict[str, Bound] = {
     "min_holdout": _ints(1, 1_000_000),
     "switch_after": _ints(1, 1000),
     "head_c": Bound("float", 0, 1e6, lo_open=True),
+    "pooling": Bound("str"),
     "seed": _ints(0, MAX_SEED),
     "precision": Bound("str"),
     "device": Bound("str"),
@@ -160,6 +166,7 @@ class TrainingConfig:
     min_holdout: int = 8  # auto: below this many held-out labels, no comparison (head below, see switch_labels)
     switch_after: int = 2  # auto: consecutive wins of fine-tuning after which it is used without comparing
     head_c: float = 10.0  # inverse L2 strength of the logistic-regression head on frozen features
+    pooling: str = "mean"  # fine-tuned classifier: "mean" (mean-pooled head, LP-FT start) | "cls" (the model's own)
     seed: int = 13
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
@@ -189,6 +196,8 @@ class TrainingConfig:
             raise ConfigError("need holdout_folds >= 2, min_holdout >= 1 and switch_after >= 1")
         if not self.head_c > 0:
             raise ConfigError("head_c must be > 0")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(f"device must be auto, cpu, mps, cuda or cuda:N, got {_short(self.device)}")
 

@@ -23,7 +23,6 @@ import hashlib
 import logging
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from al_loop.data.align import spans_to_word_tags, word_tags_to_spans, words_of
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import EmptyInputError, ModelLoadError, SchemaError
 from al_loop.models.artifacts import make_manifest, read_artifact, write_artifact
+from al_loop.models.linear import fit_label_head, fit_softmax, normalise, softmax
 from al_loop.models.loading import resolve_model_path
 from al_loop.models.model import (
     ModelOutput,
@@ -153,53 +153,6 @@ class HeadReport:
         return asdict(self)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _fit_softmax(x: np.ndarray, y: np.ndarray, k: int, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Multinomial logistic regression over ``k`` classes; classes absent from ``y`` get a very low bias."""
-    from sklearn.linear_model import LogisticRegression
-
-    coef = np.zeros((k, x.shape[1]), dtype=np.float32)
-    intercept = np.full(k, -20.0, dtype=np.float32)
-    present = np.unique(y)
-    if len(present) == 1:
-        intercept[int(present[0])] = 0.0
-        return coef, intercept
-    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # lbfgs convergence warnings on tiny, separable sets
-        clf.fit(x, y)
-    rows = clf.coef_ if len(present) > 2 else np.vstack([-clf.coef_[0] / 2, clf.coef_[0] / 2])
-    bias = clf.intercept_ if len(present) > 2 else np.array([-clf.intercept_[0] / 2, clf.intercept_[0] / 2])
-    for r, cls in enumerate(clf.classes_):
-        coef[int(cls)] = rows[r]
-        intercept[int(cls)] = bias[r]
-    return coef, intercept
-
-
-def _fit_binary(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, float]:
-    """One-vs-rest column for multi-label: constant log-odds when ``y`` holds one value only."""
-    from sklearn.linear_model import LogisticRegression
-
-    rate = float(np.clip(y.mean(), 0.01, 0.99))
-    if y.min() == y.max():
-        return np.zeros(x.shape[1], dtype=np.float32), float(np.log(rate / (1 - rate)))
-    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(x, y)
-    return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
-
-
 class HeadModel:
     """A logistic-regression head over a frozen :class:`FeatureEncoder`; same interface as :class:`TextModel`
     where a round uses it (``fit``, ``predict``, ``evaluate``, ``save``, ``schema``)."""
@@ -313,30 +266,16 @@ class HeadModel:
                 tags = spans_to_word_tags(words_of(ex.text), list(ex.spans or ()))
                 rows.append(v)
                 ys.extend(label2id[t] for t in tags)
-            x = _normalise(np.concatenate(rows)) if rows else np.zeros((0, self.encoder.dim), np.float32)
+            x = normalise(np.concatenate(rows)) if rows else np.zeros((0, self.encoder.dim), np.float32)
             y = np.asarray(ys, dtype=np.int64)
             if len(y) == 0:
                 raise EmptyInputError("no trainable tokens in the labelled examples (all texts empty?)")
-            self.coef, self.intercept = _fit_softmax(x, y, k, c, seed)
+            self.coef, self.intercept = fit_softmax(x, y, k, c, seed)
             seen = len(np.unique(y))
         else:
-            x = _normalise(self.encoder.sentence(texts))
+            x = normalise(self.encoder.sentence(texts))
             t_feat = time.perf_counter()
-            if self.schema.multi_label:
-                coef = np.zeros((k, x.shape[1]), dtype=np.float32)
-                intercept = np.zeros(k, dtype=np.float32)
-                hot = np.zeros((len(labelled), k), dtype=np.int64)
-                for i, ex in enumerate(labelled):
-                    for lb in ex.labels or ():
-                        hot[i, label2id[lb]] = 1
-                for j in range(k):
-                    coef[j], intercept[j] = _fit_binary(x, hot[:, j], c, seed)
-                self.coef, self.intercept = coef, intercept
-                seen = int((hot.sum(axis=0) > 0).sum())
-            else:
-                y = np.array([label2id[(ex.labels or ("",))[0]] for ex in labelled], dtype=np.int64)
-                self.coef, self.intercept = _fit_softmax(x, y, k, c, seed)
-                seen = len(np.unique(y))
+            self.coef, self.intercept, seen = fit_label_head(x, labelled, self.schema, c, seed)
         done = time.perf_counter()
         if progress is not None:
             progress(1.0)
@@ -357,7 +296,7 @@ class HeadModel:
     def _logits(self, x: np.ndarray) -> np.ndarray:
         if self.coef is None or self.intercept is None:
             raise EmptyInputError("the head is not trained yet")
-        return np.asarray(_normalise(x) @ self.coef.T + self.intercept, dtype=np.float64)
+        return np.asarray(normalise(x) @ self.coef.T + self.intercept, dtype=np.float64)
 
     def predict(self, texts: Sequence[str], *, embeddings: bool = True) -> ModelOutput:
         texts = list(texts)
@@ -374,7 +313,7 @@ class HeadModel:
             for text, v in zip(texts, vecs):
                 words = words_of(text)
                 all_words.append(words)
-                tp = _softmax(self._logits(v)) if len(v) else np.zeros((0, len(tags)), dtype=np.float32)
+                tp = softmax(self._logits(v)) if len(v) else np.zeros((0, len(tags)), dtype=np.float32)
                 token_probs.append(tp)
                 predicted.append(tuple(word_tags_to_spans(words, [tags[k] for k in tp.argmax(axis=1)])))
             emb = (
@@ -385,7 +324,7 @@ class HeadModel:
             return ModelOutput(emb.astype(np.float32), None, token_probs, all_words, predicted)
         x = self.encoder.sentence(texts)
         z = self._logits(x)
-        probs = (1.0 / (1.0 + np.exp(-z))).astype(np.float32) if self.schema.multi_label else _softmax(z)
+        probs = (1.0 / (1.0 + np.exp(-z))).astype(np.float32) if self.schema.multi_label else softmax(z)
         return ModelOutput(
             embeddings=x if embeddings else np.zeros((len(texts), 0), dtype=np.float32),
             probs=probs,

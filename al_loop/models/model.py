@@ -59,7 +59,9 @@ from al_loop.data.align import (
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError, EmptyInputError, ModelLoadError, SchemaError
 from al_loop.models.artifacts import make_manifest, read_artifact, write_artifact
+from al_loop.models.linear import fit_label_head, normalise
 from al_loop.models.loading import pick_device, pick_precision, precision_name, quiet_transformers, resolve_model_path
+from al_loop.models.pooled import MeanPooledClassifier, has_pooled_head
 from al_loop.training.metrics import classification_metrics, ner_metrics
 from al_loop.training.trainer import IGNORE_INDEX, Feature, LossKind, TrainReport, split_train_val, train_loop
 from al_loop.types import Example, Span, TaskKind
@@ -217,7 +219,7 @@ class TextModel:
         path = resolve_model_path(base_model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            model, tokenizer = _load_hf(path, schema, from_artifact=False)
+            model, tokenizer = _load_hf(path, schema, from_artifact=False, pooling=config.pooling)
         return cls(schema, base_model, config, model, tokenizer, device=device, autocast_dtype=dtype, fresh_head=True)
 
     @classmethod
@@ -556,6 +558,8 @@ class TextModel:
         if not features:
             raise EmptyInputError("no trainable tokens in the labelled examples (all texts empty?)")
         kind: LossKind = "token" if self.task is TaskKind.NER else ("multi" if self.schema.multi_label else "single")
+        if self._fresh_head and isinstance(self.model, MeanPooledClassifier):
+            self._probe_head(train)
         embedding = self.model.get_input_embeddings()
         if embedding is not None:
             embedding.weight.requires_grad_(not self.config.freeze_embeddings)
@@ -579,6 +583,14 @@ class TextModel:
         )
         self._fresh_head = False
         return report
+
+    def _probe_head(self, train: Sequence[Example]) -> None:
+        """LP-FT start of a fresh mean-pooled head: the logistic regression (``head_c``) of the frozen encoder's
+        normalised sentence vectors of ``train``, as the head learner fits it (see :mod:`al_loop.models.linear`)."""
+        assert isinstance(self.model, MeanPooledClassifier)
+        x = normalise(self.sentence_vectors([ex.text for ex in train]))
+        coef, intercept, _ = fit_label_head(x, train, self.schema, self.config.head_c, self.config.seed)
+        self.model.set_head(coef, intercept)
 
     def _score(self, labelled: Sequence[Example]) -> float:
         return float(self._metrics(labelled)["score"])
@@ -650,18 +662,30 @@ def prediction_metrics(schema: LabelSchema, labelled: Sequence[Example], predict
     )
 
 
-def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool) -> tuple[PreTrainedModel, Any]:
+def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool, pooling: str = "cls") -> tuple[Any, Any]:
     """Load model + fast tokenizer from a local folder, offline.
 
-    From a base model the head is sized and named by ``schema`` (new head);
-    from an artifact the stored ``id2label`` must equal ``schema.tags``.
+    From a base model the head is sized and named by ``schema`` (new head; for
+    classification with ``pooling="mean"`` a :class:`MeanPooledClassifier`);
+    from an artifact (a mean-pooled one when it has the pooled head file) the
+    stored ``id2label`` must equal ``schema.tags``.
     """
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import (
+        AutoModel,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
-    auto = AutoModelForTokenClassification if schema.task is TaskKind.NER else AutoModelForSequenceClassification
+    pooled = schema.task is TaskKind.CLASSIFICATION and (
+        has_pooled_head(source) if from_artifact else pooling == "mean"
+    )
+    auto: Any = AutoModelForTokenClassification if schema.task is TaskKind.NER else AutoModelForSequenceClassification
+    if pooled:
+        auto = AutoModel
     # weights only from safetensors, never from a pickle (pytorch_model.bin), user-given paths included
     kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
-    if not from_artifact:
+    if not from_artifact and not pooled:
         kwargs.update(
             num_labels=schema.num_outputs,
             id2label=schema.id2label,
@@ -680,8 +704,29 @@ def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool) -> tuple[
         raise ModelLoadError(f"cannot load model from {source}: {exc}") from exc
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"model {source} has no fast tokenizer; character offsets are required")
+    if pooled:
+        model = _pooled(model, source, schema, from_artifact=from_artifact)
     id2label: dict[Any, Any] = dict(model.config.id2label or {})
     stored = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
     if stored != list(schema.tags):
         raise SchemaError(f"model {source} predicts {stored}, but the label schema has {list(schema.tags)}")
     return model, tokenizer
+
+
+def _pooled(body: Any, source: str, schema: LabelSchema, *, from_artifact: bool) -> MeanPooledClassifier:
+    """Wrap an encoder as a :class:`MeanPooledClassifier` named by ``schema`` (head loaded from an artifact)."""
+    if not from_artifact:
+        body.config.id2label = dict(schema.id2label)
+        body.config.label2id = dict(schema.label2id)
+        body.config.problem_type = (
+            "multi_label_classification" if schema.multi_label else "single_label_classification"
+        )
+    model = MeanPooledClassifier(body, schema.num_outputs)
+    if from_artifact:
+        from safetensors import SafetensorError
+
+        try:
+            model.load_head(source)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+            raise ModelLoadError(f"cannot load the classifier head from {source}: {exc}") from exc
+    return model

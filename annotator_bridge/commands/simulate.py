@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from al_loop.config import LEARNERS, LoopConfig, TrainingConfig
+from al_loop.config import LEARNERS, POOLINGS, LoopConfig, TrainingConfig
 from al_loop.errors import ConfigError
 from al_loop.store import Store
 from al_loop.types import TaskKind
@@ -75,6 +75,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="auto (compare the head and fine-tuning on held-out labels each round), head or finetune",
     )
     p.add_argument(
+        "--pooling",
+        choices=list(POOLINGS),
+        default=TrainingConfig.pooling,
+        help="fine-tuned classifier head: mean (mean-pooled, starts from the head's regression) or cls (the model's)",
+    )
+    p.add_argument(
         "--dedupe-threshold",
         type=float,
         default=LoopConfig.dedupe_threshold,
@@ -120,6 +126,7 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         max_epochs=args.max_epochs,
         warm_start=args.warm_start,
         learner=args.learner,
+        pooling=args.pooling,
         precision=args.precision,
         seed=args.seed,
     )

@@ -97,11 +97,23 @@ def test_auto_keeps_the_head_on_a_tie_and_switches_for_good_after_a_streak() -> 
     assert fast.log == [("finetune", 60)] and fitted.holdout_score is None and fitted.holdout == []
 
 
-def test_auto_with_few_labels_uses_the_head_without_comparing() -> None:
+def test_auto_with_few_labels_fine_tunes_from_the_head_or_uses_the_head_without_comparing() -> None:
+    # the mean-pooled classifier starts at the head's regression (LP-FT): fine-tuning is used
     factory = ScriptedFactory({"head": 0.1, "finetune": 0.9})
     fitted = fit_round_model(factory, SCHEMA, "default", TrainingConfig(), _examples(12))
-    assert fitted.report["learner"] == "head" and factory.log == [("head", 12)]
+    assert fitted.report["learner"] == "finetune" and factory.log == [("finetune", 12)]
     assert fitted.holdout_score is None and "too few" in fitted.report["auto"]["reason"]
+    assert fitted.report["auto"]["finetune_streak"] == 0  # not a win: nothing was compared
+    # the checkpoint's own [CLS] head starts at random: the head is used
+    factory = ScriptedFactory({"head": 0.1, "finetune": 0.9})
+    fitted = fit_round_model(factory, SCHEMA, "default", TrainingConfig(pooling="cls"), _examples(12))
+    assert fitted.report["learner"] == "head" and factory.log == [("head", 12)]
+    # NER: the head
+    ner = LabelSchema.build(TaskKind.NER, ["PER"])
+    factory = ScriptedFactory({"head": 0.1, "finetune": 0.9})
+    spans = [Example(f"n{k}", "Ann ran", spans=()) for k in range(12)]
+    fitted = fit_round_model(factory, ner, "default", TrainingConfig(), spans)
+    assert fitted.report["learner"] == "head"
 
 
 def test_fixed_learner_and_config_validation() -> None:
