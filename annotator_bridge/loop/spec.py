@@ -12,7 +12,8 @@ from al_loop.errors import ConfigError, DataFormatError, ModelLoadError
 from al_loop.model_paths import check_base_model
 from al_loop.types import Example, ItemId, Span, TaskKind
 
-LOOP_KEYS = ("strategy", "batch_size", "seed_size", "retrain_every", "cold_start", "promote", "max_pool_scored", "seed")
+LOOP_KEYS = ("strategy", "batch_size", "seed_size", "retrain_every", "cold_start", "promote", "max_pool_scored", "seed",
+             "dedupe_threshold")
 SPEC_KEYS = frozenset({"name", "task", "labels", "multi_label", "base_model", "training", "loop", "label_studio",
                        *LOOP_KEYS})
 LS_SPEC_KEYS = frozenset({"project_id", "title", "description"})

@@ -347,3 +347,12 @@ def test_errors_name_the_problem_and_never_echo_huge_values(web: SimpleNamespace
     resp = web.client.post("/webhook", json={"action": "SOMETHING_NEW" * 7, "project": {"id": web.ls_id}},
                            headers=HOOK)
     assert resp.status_code == 200 and len(resp.get_data()) < 400
+
+
+def test_the_spec_takes_every_loop_key_at_the_top_level_and_names_nested_fields() -> None:
+    from annotator_bridge.loop import ProjectSpec
+
+    spec = ProjectSpec.from_dict(cls_spec(dedupe_threshold=0.5, training={"max_length": 64}))
+    assert spec.loop.dedupe_threshold == 0.5 and spec.training.max_length == 64
+    with pytest.raises(ConfigError, match=r"'training\.head_c' must be a number in \(0, 1000000\]"):
+        ProjectSpec.from_dict(cls_spec(training={"head_c": -1}))

@@ -75,7 +75,7 @@ def test_config_schemas_agree_with_the_config_bounds() -> None:
         for name, bound in bounds.items():
             _check_bound(props[name], bound, f"{schema_name}.{name}")
     spec = schemas["ProjectSpec"]["properties"]
-    for name in ("batch_size", "seed_size", "retrain_every", "max_pool_scored", "seed"):
+    for name in ("batch_size", "seed_size", "retrain_every", "max_pool_scored", "seed", "dedupe_threshold"):
         _check_bound(spec[name], LOOP_BOUNDS[name], f"ProjectSpec.{name}")
 
 
