@@ -41,6 +41,9 @@ LOCK_TTL = 60
 """Seconds the drain lock lives without a refresh (a drain refreshes it before every batch)."""
 BATCH_SIZE = 200
 """Events per batch (one transaction per project in it)."""
+MAX_SECONDS = 30.0
+"""A drain hands over to a new drain task (a new token) after this long, so no task runs near the visibility
+timeout (Redis would deliver it again, and two drains would share one token)."""
 LINGER = 0.25
 """Seconds an idle drain keeps polling before it releases the lock (fewer drain tasks under load)."""
 
@@ -54,6 +57,11 @@ _TRIM = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('LTRIM', KEYS[2], ARGV[2], -1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+_HANDOVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 _RELEASE = """
@@ -78,6 +86,7 @@ class IngestQueue:
         self._claim = self.redis.register_script(_CLAIM)
         self._trim = self.redis.register_script(_TRIM)
         self._release = self.redis.register_script(_RELEASE)
+        self._handover = self.redis.register_script(_HANDOVER)
 
     def push(self, project_id: int, payload: Mapping[str, Any]) -> str | None:
         """Append one event; returns a drain token when no drain holds the lock (send a drain task with it).
@@ -114,6 +123,11 @@ class IngestQueue:
         """Remove the first ``n`` events if ``token`` still holds the lock (False: it lost the lock)."""
         return bool(self._trim(keys=[LOCK_KEY, EVENTS_KEY], args=[token, int(n), self.lock_ttl]))
 
+    def handover(self, token: str) -> str | None:
+        """Move the lock from ``token`` to a new token (returned; None when ``token`` no longer holds it)."""
+        new = uuid.uuid4().hex
+        return new if self._handover(keys=[LOCK_KEY], args=[token, new, self.lock_ttl]) else None
+
     def release(self, token: str) -> int:
         """Release the lock if ``token`` holds it; returns how many events are waiting."""
         return int(self._release(keys=[LOCK_KEY, EVENTS_KEY], args=[token]))
@@ -141,8 +155,12 @@ def _decode(raw: Sequence[bytes | str]) -> dict[int, list[Mapping[str, Any]]]:
 
 
 def drain(queue: IngestQueue, handle: Handler, token: str, *, batch_size: int = BATCH_SIZE,
-          linger: float = LINGER, poll: float = 0.05) -> int:
+          linger: float = LINGER, poll: float = 0.05, max_seconds: float = MAX_SECONDS,
+          handover: Callable[[str], Any] | None = None) -> int:
     """Apply waiting events in batches while ``token`` holds the lock; returns how many were applied.
+
+    After ``max_seconds`` with events still waiting, the lock moves to a new token and
+    ``handover(new_token)`` sends the drain task that goes on (the caller's task then ends).
 
     ``handle(project_id, payloads)`` is ``LoopService.handle_events``. LabelStudioUnavailable
     propagates with the batch still in the list (the task retries); a project that no longer
@@ -151,7 +169,13 @@ def drain(queue: IngestQueue, handle: Handler, token: str, *, batch_size: int = 
     """
     applied = 0
     idle_since: float | None = None
+    started = time.monotonic()
     while queue.claim(token):
+        if handover is not None and time.monotonic() - started >= max_seconds and queue.depth():
+            new = queue.handover(token)
+            if new is not None:
+                handover(new)
+            return applied
         raw = queue.peek(batch_size)
         if not raw:
             now = time.monotonic()

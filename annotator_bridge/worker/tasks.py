@@ -200,11 +200,11 @@ def ingest_event(self: Any, project_id: int, payload: dict[str, Any]) -> None:
 def drain_ingest(self: Any, token: str) -> None:
     """Apply the webhook events waiting in the ingest list, in batches, while ``token`` holds the drain lock."""
     services = get_services(self.app)
-    queue = services.dispatcher.ingest_queue if services.dispatcher is not None else None
-    if queue is None:
+    dispatcher = services.dispatcher
+    if dispatcher is None or dispatcher.ingest_queue is None:
         log.error("drain_ingest without a Redis broker; dropped")
         return
-    n = drain(queue, services.loop.handle_events, str(token))
+    n = drain(dispatcher.ingest_queue, services.loop.handle_events, str(token), handover=dispatcher.send_drain)
     log.info("ingest queue: drain applied %d events", n)
 
 

@@ -314,6 +314,16 @@ def test_the_drain_keeps_an_interrupted_batch_and_the_order(tmp_path: Path) -> N
         assert sorted(seen) == [(1, [0, 1, 2]), (1, [3, 4]), (2, [5]), (2, [6]), (3, [7])]
         assert queue.depth() == 0 and queue.push(1, {"n": 8}) is not None  # released: the next event schedules
         assert not queue.claim("someone-else")
+        handed: list[str] = []  # a long drain hands over to a new token (a new task) and ends
+        for n in range(4):
+            queue.push(4, {"n": 10 + n})
+        assert drain(queue, lambda pid, p: None, tokens[0], batch_size=2, linger=0, max_seconds=0,
+                     handover=handed.append) == 0  # tokens[0] no longer holds the lock
+        token = str(queue.redis.get("al_loop:ingest:drain").decode())
+        assert drain(queue, lambda pid, p: None, token, batch_size=2, linger=0, max_seconds=0,
+                     handover=handed.append) == 0 and len(handed) == 1 and queue.depth() == 5
+        assert not queue.claim(token) and queue.claim(handed[0])
+        assert drain(queue, lambda pid, p: None, handed[0], linger=0) == 5 and queue.depth() == 0
     finally:
         queue.close()
         server.stop()
