@@ -27,6 +27,10 @@ POOLINGS: tuple[str, ...] = ("mean", "cls")
 regression of the frozen features; see :mod:`al_loop.models.pooled`) or ``cls`` (the checkpoint's own
 ``[CLS]``/pooler sequence-classification head)."""
 
+TOKEN_HEADS: tuple[str, ...] = ("probe", "hf")
+"""Head of a fine-tuned NER model: ``probe`` (one linear layer over L2-normalised token states, started from the
+logistic regression of the frozen word features) or ``hf`` (the checkpoint's token-classification head)."""
+
 MAX_SEED = 2**31 - 1  # the store keeps a round's seed in an Integer column (32-bit in PostgreSQL)
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
@@ -119,6 +123,7 @@ TRAINING_BOUNDS: dict[str, Bound] = {
     "switch_after": _ints(1, 1000),
     "head_c": Bound("float", 0, 1e6, lo_open=True),
     "pooling": Bound("str"),
+    "token_head": Bound("str"),
     "seed": _ints(0, MAX_SEED),
     "precision": Bound("str"),
     "device": Bound("str"),
@@ -167,6 +172,7 @@ class TrainingConfig:
     switch_after: int = 2  # auto: consecutive wins of fine-tuning after which it is used without comparing
     head_c: float = 10.0  # inverse L2 strength of the logistic-regression head on frozen features
     pooling: str = "mean"  # fine-tuned classifier: "mean" (mean-pooled head, LP-FT start) | "cls" (the model's own)
+    token_head: str = "probe"  # fine-tuned NER: "probe" (normalised token head, LP-FT start) | "hf" (the model's own)
     seed: int = 13
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
@@ -198,8 +204,16 @@ class TrainingConfig:
             raise ConfigError("head_c must be > 0")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}")
+        if self.token_head not in TOKEN_HEADS:
+            raise ConfigError(f"token_head must be one of {', '.join(TOKEN_HEADS)}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(f"device must be auto, cpu, mps, cuda or cuda:N, got {_short(self.device)}")
+
+    def probes_head(self, task: str) -> bool:
+        """Whether a fresh fine-tuned model of ``task`` ("ner" or "classification") gets al-loop's normalised
+        linear head started from the head learner's regression (LP-FT): ``pooling: mean`` for classification,
+        ``token_head: probe`` for NER."""
+        return self.token_head == "probe" if str(task) == "ner" else self.pooling == "mean"
 
 
 @dataclass(frozen=True)

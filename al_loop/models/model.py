@@ -59,9 +59,9 @@ from al_loop.data.align import (
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError, EmptyInputError, ModelLoadError, SchemaError
 from al_loop.models.artifacts import make_manifest, read_artifact, write_artifact
-from al_loop.models.linear import fit_label_head, normalise
+from al_loop.models.linear import fit_label_head, fit_softmax, normalise
 from al_loop.models.loading import pick_device, pick_precision, precision_name, quiet_transformers, resolve_model_path
-from al_loop.models.pooled import MeanPooledClassifier, has_pooled_head
+from al_loop.models.pooled import MeanPooledClassifier, NormalisedTokenClassifier, has_pooled_head
 from al_loop.training.metrics import classification_metrics, ner_metrics
 from al_loop.training.trainer import IGNORE_INDEX, Feature, LossKind, TrainReport, split_train_val, train_loop
 from al_loop.types import Example, Span, TaskKind
@@ -219,7 +219,7 @@ class TextModel:
         path = resolve_model_path(base_model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            model, tokenizer = _load_hf(path, schema, from_artifact=False, pooling=config.pooling)
+            model, tokenizer = _load_hf(path, schema, from_artifact=False, probe_head=config.probes_head(schema.task))
         return cls(schema, base_model, config, model, tokenizer, device=device, autocast_dtype=dtype, fresh_head=True)
 
     @classmethod
@@ -558,7 +558,7 @@ class TextModel:
         if not features:
             raise EmptyInputError("no trainable tokens in the labelled examples (all texts empty?)")
         kind: LossKind = "token" if self.task is TaskKind.NER else ("multi" if self.schema.multi_label else "single")
-        if self._fresh_head and isinstance(self.model, MeanPooledClassifier):
+        if self._fresh_head and isinstance(self.model, MeanPooledClassifier | NormalisedTokenClassifier):
             self._probe_head(train)
         embedding = self.model.get_input_embeddings()
         if embedding is not None:
@@ -587,9 +587,21 @@ class TextModel:
     def _probe_head(self, train: Sequence[Example]) -> None:
         """LP-FT start of a fresh mean-pooled head: the logistic regression (``head_c``) of the frozen encoder's
         normalised sentence vectors of ``train``, as the head learner fits it (see :mod:`al_loop.models.linear`)."""
-        assert isinstance(self.model, MeanPooledClassifier)
-        x = normalise(self.sentence_vectors([ex.text for ex in train]))
-        coef, intercept, _ = fit_label_head(x, train, self.schema, self.config.head_c, self.config.seed)
+        assert isinstance(self.model, MeanPooledClassifier | NormalisedTokenClassifier)
+        texts = [ex.text for ex in train]
+        c, seed = self.config.head_c, self.config.seed
+        if self.task is TaskKind.NER:
+            label2id = self.schema.label2id
+            rows = self.word_vectors(texts)
+            y = np.asarray(
+                [label2id[t] for ex in train for t in spans_to_word_tags(words_of(ex.text), list(ex.spans or ()))],
+                dtype=np.int64,
+            )
+            x = normalise(np.concatenate(rows)) if rows else np.zeros((0, self.model.classifier.in_features))
+            coef, intercept = fit_softmax(x, y, self.schema.num_outputs, c, seed)
+        else:
+            x = normalise(self.sentence_vectors(texts))
+            coef, intercept, _ = fit_label_head(x, train, self.schema, c, seed)
         self.model.set_head(coef, intercept)
 
     def _score(self, labelled: Sequence[Example]) -> float:
@@ -662,13 +674,13 @@ def prediction_metrics(schema: LabelSchema, labelled: Sequence[Example], predict
     )
 
 
-def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool, pooling: str = "cls") -> tuple[Any, Any]:
+def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool, probe_head: bool = False) -> tuple[Any, Any]:
     """Load model + fast tokenizer from a local folder, offline.
 
-    From a base model the head is sized and named by ``schema`` (new head; for
-    classification with ``pooling="mean"`` a :class:`MeanPooledClassifier`);
-    from an artifact (a mean-pooled one when it has the pooled head file) the
-    stored ``id2label`` must equal ``schema.tags``.
+    From a base model the head is sized and named by ``schema`` (new head; with
+    ``probe_head`` al-loop's :class:`MeanPooledClassifier` / :class:`NormalisedTokenClassifier`);
+    from an artifact (one of those when it has the head file) the stored
+    ``id2label`` must equal ``schema.tags``.
     """
     from transformers import (
         AutoModel,
@@ -677,9 +689,7 @@ def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool, pooling: 
         AutoTokenizer,
     )
 
-    pooled = schema.task is TaskKind.CLASSIFICATION and (
-        has_pooled_head(source) if from_artifact else pooling == "mean"
-    )
+    pooled = has_pooled_head(source) if from_artifact else probe_head
     auto: Any = AutoModelForTokenClassification if schema.task is TaskKind.NER else AutoModelForSequenceClassification
     if pooled:
         auto = AutoModel
@@ -713,15 +723,19 @@ def _load_hf(source: str, schema: LabelSchema, *, from_artifact: bool, pooling: 
     return model, tokenizer
 
 
-def _pooled(body: Any, source: str, schema: LabelSchema, *, from_artifact: bool) -> MeanPooledClassifier:
-    """Wrap an encoder as a :class:`MeanPooledClassifier` named by ``schema`` (head loaded from an artifact)."""
+def _pooled(
+    body: Any, source: str, schema: LabelSchema, *, from_artifact: bool
+) -> MeanPooledClassifier | NormalisedTokenClassifier:
+    """Wrap an encoder in al-loop's linear head named by ``schema`` (its weights loaded from an artifact)."""
     if not from_artifact:
         body.config.id2label = dict(schema.id2label)
         body.config.label2id = dict(schema.label2id)
-        body.config.problem_type = (
-            "multi_label_classification" if schema.multi_label else "single_label_classification"
-        )
-    model = MeanPooledClassifier(body, schema.num_outputs)
+        if schema.task is TaskKind.CLASSIFICATION:
+            body.config.problem_type = (
+                "multi_label_classification" if schema.multi_label else "single_label_classification"
+            )
+    wrapper = NormalisedTokenClassifier if schema.task is TaskKind.NER else MeanPooledClassifier
+    model = wrapper(body, schema.num_outputs)
     if from_artifact:
         from safetensors import SafetensorError
 

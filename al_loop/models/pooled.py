@@ -29,7 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["POOLED_HEAD_FILE", "MeanPooledClassifier", "PooledOutput", "has_pooled_head"]
+__all__ = [
+    "POOLED_HEAD_FILE",
+    "MeanPooledClassifier",
+    "NormalisedTokenClassifier",
+    "PooledOutput",
+    "has_pooled_head",
+]
 
 POOLED_HEAD_FILE = "pooled_head.safetensors"
 
@@ -47,8 +53,8 @@ class PooledOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-class MeanPooledClassifier(torch.nn.Module):
-    """``logits = W · normalise(mean of the last hidden states over real tokens) + b``."""
+class _LinearHeadOverEncoder(torch.nn.Module):
+    """An encoder (``body``) and one linear layer (``classifier``) over L2-normalised states."""
 
     base_model_prefix = "body"
 
@@ -63,15 +69,6 @@ class MeanPooledClassifier(torch.nn.Module):
 
     def get_input_embeddings(self) -> Any:
         return self.body.get_input_embeddings()
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
-    ) -> PooledOutput:
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        logits = self.classifier(F.normalize(pooled.float(), dim=-1))
-        return PooledOutput(logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
 
     def set_head(self, weight: np.ndarray, bias: np.ndarray) -> None:
         """Replace the linear layer's weights (e.g. by a logistic regression of the frozen features)."""
@@ -97,3 +94,27 @@ class MeanPooledClassifier(torch.nn.Module):
         if got != want or "bias" not in state:
             raise ValueError(f"{POOLED_HEAD_FILE} holds a head of shape {got}, the model needs {want}")
         self.classifier.load_state_dict(state)
+
+
+class MeanPooledClassifier(_LinearHeadOverEncoder):
+    """``logits = W · normalise(mean of the last hidden states over real tokens) + b``."""
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> PooledOutput:
+        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        logits = self.classifier(F.normalize(pooled.float(), dim=-1))
+        return PooledOutput(logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
+
+
+class NormalisedTokenClassifier(_LinearHeadOverEncoder):
+    """Per token ``logits = W · normalise(last hidden state) + b`` (the NER head learner's features)."""
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> PooledOutput:
+        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = self.classifier(F.normalize(hidden.float(), dim=-1))
+        return PooledOutput(logits=logits, hidden_states=(hidden,) if output_hidden_states else None)

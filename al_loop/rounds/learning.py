@@ -15,10 +15,10 @@ stopping: every label is trained on, so a round never loses labels to a split.
 to score the round when ``need_estimate`` (no test split).
 
 Below ``min_holdout`` held-out labels no comparison is made. ``auto`` then fine-tunes
-when the fine-tuned model starts from the head's solution (classification with
-``pooling: mean``: the mean-pooled classifier begins at the head's logistic
-regression, LP-FT, see :mod:`al_loop.models.pooled`), else it uses the head (cheap,
-never collapses on a handful of labels). Measured on TREC training questions only
+when the fine-tuned model starts from the head's solution (``TrainingConfig.probes_head``:
+classification with ``pooling: mean``, NER with ``token_head: probe``; the head begins
+at the head learner's logistic regression, LP-FT, see :mod:`al_loop.models.pooled`),
+else it uses the head (cheap, never collapses on a handful of labels). Measured on TREC training questions only
 (25 random labels, dev = 500 other training questions, 2026-12-02): LP-FT 56.0%
 dev accuracy (3 seeds) against 43.5% for the head (6 seeds).
 """
@@ -40,7 +40,7 @@ from al_loop.types import Example, TaskKind
 
 log = logging.getLogger("al_loop.rounds")
 
-__all__ = ["FittedLearner", "finetune_starts_from_head", "fit_round_model", "holdout_split"]
+__all__ = ["FittedLearner", "fit_round_model", "holdout_split"]
 
 
 @dataclass
@@ -75,11 +75,6 @@ def holdout_split(
             held += [idx[int(j)] for j in rng.permutation(len(idx))[:take]]
     held_set = set(held)
     return [ex for i, ex in enumerate(labelled) if i not in held_set], [labelled[i] for i in sorted(held_set)]
-
-
-def finetune_starts_from_head(schema: LabelSchema, config: TrainingConfig) -> bool:
-    """Whether a fresh fine-tuned model begins at the head learner's regression (mean-pooled classifier)."""
-    return schema.task is TaskKind.CLASSIFICATION and config.pooling == "mean"
 
 
 def _as_dict(report: Any) -> dict[str, Any]:
@@ -129,7 +124,7 @@ def fit_round_model(
             chosen = "finetune"
             info["reason"] = f"fine-tuning won {streak} comparisons in a row"
         elif not enough:
-            chosen = "finetune" if finetune_starts_from_head(schema, config) else "head"
+            chosen = "finetune" if config.probes_head(schema.task) else "head"
             info["reason"] = (
                 f"{len(held)} held-out labels are too few to compare (min_holdout {config.min_holdout}); "
                 + ("fine-tuning starts from the head's solution" if chosen == "finetune" else "the head is safer")

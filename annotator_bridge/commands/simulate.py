@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from al_loop.config import LEARNERS, POOLINGS, LoopConfig, TrainingConfig
+from al_loop.config import LEARNERS, POOLINGS, TOKEN_HEADS, LoopConfig, TrainingConfig
 from al_loop.errors import ConfigError
 from al_loop.store import Store
 from al_loop.types import TaskKind
@@ -81,6 +81,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="fine-tuned classifier head: mean (mean-pooled, starts from the head's regression) or cls (the model's)",
     )
     p.add_argument(
+        "--token-head",
+        choices=list(TOKEN_HEADS),
+        default=TrainingConfig.token_head,
+        help="fine-tuned NER head: probe (normalised, starts from the head's regression) or hf (the model's)",
+    )
+    p.add_argument(
         "--dedupe-threshold",
         type=float,
         default=LoopConfig.dedupe_threshold,
@@ -127,6 +133,7 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         warm_start=args.warm_start,
         learner=args.learner,
         pooling=args.pooling,
+        token_head=args.token_head,
         precision=args.precision,
         seed=args.seed,
     )

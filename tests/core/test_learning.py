@@ -108,11 +108,14 @@ def test_auto_with_few_labels_fine_tunes_from_the_head_or_uses_the_head_without_
     factory = ScriptedFactory({"head": 0.1, "finetune": 0.9})
     fitted = fit_round_model(factory, SCHEMA, "default", TrainingConfig(pooling="cls"), _examples(12))
     assert fitted.report["learner"] == "head" and factory.log == [("head", 12)]
-    # NER: the head
+    # NER: fine-tuning with the probed token head, the head with the checkpoint's own token head
     ner = LabelSchema.build(TaskKind.NER, ["PER"])
-    factory = ScriptedFactory({"head": 0.1, "finetune": 0.9})
     spans = [Example(f"n{k}", "Ann ran", spans=()) for k in range(12)]
-    fitted = fit_round_model(factory, ner, "default", TrainingConfig(), spans)
+    fitted = fit_round_model(ScriptedFactory({"head": 0.1, "finetune": 0.9}), ner, "default", TrainingConfig(), spans)
+    assert fitted.report["learner"] == "finetune"
+    fitted = fit_round_model(
+        ScriptedFactory({"head": 0.1, "finetune": 0.9}), ner, "default", TrainingConfig(token_head="hf"), spans
+    )
     assert fitted.report["learner"] == "head"
 
 

@@ -34,6 +34,11 @@ TRAIN = [Example(f"f{i}", t, labels=("food",)) for i, t in enumerate(FOOD[:4])] 
 def test_pooling_is_validated() -> None:
     with pytest.raises(ConfigError, match="pooling"):
         TrainingConfig(pooling="max")
+    with pytest.raises(ConfigError, match="token_head"):
+        TrainingConfig(token_head="crf")
+    assert TrainingConfig().probes_head(TaskKind.NER) and TrainingConfig().probes_head(TaskKind.CLASSIFICATION)
+    assert not TrainingConfig(token_head="hf").probes_head(TaskKind.NER)
+    assert not TrainingConfig(pooling="cls").probes_head(TaskKind.CLASSIFICATION)
 
 
 @pytest.mark.slow
@@ -97,3 +102,35 @@ def test_multi_label_mean_pooled_head_and_cls_pooling(tmp_path: Path) -> None:
     loaded = TextModel.load(path)
     assert not isinstance(loaded.model, MeanPooledClassifier)
     assert np.allclose(loaded.predict(FOOD).probs, cls_model.predict(FOOD).probs, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ner_token_head_starts_from_the_head_learners_regression_and_round_trips(tmp_path: Path) -> None:
+    from al_loop.models.pooled import NormalisedTokenClassifier
+    from al_loop.types import Span
+
+    ner = LabelSchema.build(TaskKind.NER, ["CITY"])
+
+    def city(i: int, name: str) -> Example:
+        text = f"we flew to {name} last week"
+        return Example(f"c{i}", text, spans=(Span(text.index(name), text.index(name) + len(name), "CITY"),))
+
+    train = [city(i, c) for i, c in enumerate(["Paris", "Berlin", "Madrid", "Rome", "Vienna", "Oslo"])]
+    model = TextModel.create(ner, "default", SMALL)
+    assert isinstance(model.model, NormalisedTokenClassifier)
+    model._probe_head(train)
+    head = HeadModel.create(ner, "default", replace(SMALL, learner="head"))
+    head.fit(train)
+    assert head.coef is not None
+    assert np.allclose(model.model.classifier.weight.detach().numpy(), head.coef, atol=1e-4)
+    texts = ["we flew to Lisbon last week"]
+    assert np.allclose(model.predict(texts).token_probs[0], head.predict(texts).token_probs[0], atol=1e-3)
+    # the checkpoint's own token head stays available
+    assert not isinstance(TextModel.create(ner, "default", replace(SMALL, token_head="hf")).model,
+                          NormalisedTokenClassifier)
+    fresh = TextModel.create(ner, "default", SMALL)
+    fresh.fit(train)
+    path = fresh.save(tmp_path / "ner")
+    again = TextModel.load(path)
+    assert isinstance(again.model, NormalisedTokenClassifier)
+    assert np.allclose(again.predict(texts).token_probs[0], fresh.predict(texts).token_probs[0], atol=1e-5)
