@@ -121,6 +121,7 @@ TRAINING_BOUNDS: dict[str, Bound] = {
     "holdout_folds": _ints(2, 100),
     "min_holdout": _ints(1, 1_000_000),
     "switch_after": _ints(1, 1000),
+    "compare_below": _ints(0, 100_000_000),
     "head_c": Bound("float", 0, 1e6, lo_open=True),
     "pooling": Bound("str"),
     "token_head": Bound("str"),
@@ -170,6 +171,7 @@ class TrainingConfig:
     holdout_folds: int = 4  # auto: 1 / holdout_folds of the labels is held out to compare learners and score
     min_holdout: int = 8  # auto: below this many held-out labels, no comparison (head below, see switch_labels)
     switch_after: int = 2  # auto: consecutive wins of fine-tuning after which it is used without comparing
+    compare_below: int = 300  # auto: from this many labels on, fine-tune without comparing (0 = always compare)
     head_c: float = 10.0  # inverse L2 strength of the logistic-regression head on frozen features
     pooling: str = "mean"  # fine-tuned classifier: "mean" (mean-pooled head, LP-FT start) | "cls" (the model's own)
     token_head: str = "probe"  # fine-tuned NER: "probe" (normalised token head, LP-FT start) | "hf" (the model's own)

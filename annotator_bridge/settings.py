@@ -349,8 +349,8 @@ class StackEnvironment:
     ls_username: str | None = None
     ls_api_key: str | None = field(default=None, repr=False)
 
-    OVERRIDABLE = ("database_url", "artifacts_dir", "api_token", "webhook_secret", "visibility_timeout",
-                   "train_queue", "import_dirs", "max_import_bytes")
+    OVERRIDABLE = ("database_url", "artifacts_dir", "api_token", "dashboard_token", "webhook_secret",
+                   "visibility_timeout", "train_queue", "import_dirs", "max_import_bytes")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackEnvironment:

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--webhooks", type=int, default=200, help="webhook calls sent while the round trains")
     ap.add_argument("--predicts", type=int, default=30, help="warm /predict calls")
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--target-steps", type=int, default=150, help="TrainingConfig.target_steps of the project")
+    ap.add_argument("--target-steps", type=int, default=None,
+                    help="TrainingConfig.target_steps of the project (default: the product's default)")
     ap.add_argument("--home", type=Path, default=None, help="AL_LOOP_HOME (default: a temp dir, removed after)")
     ap.add_argument("--broker", choices=("auto", "redis", "filesystem"), default="auto")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             "label_studio": {"title": "bench NCBI-disease"},
             "loop": {"strategy": "least_confidence", "seed_size": args.labels, "batch_size": args.labels,
                      "retrain_every": args.labels},
-            "training": {"max_length": args.max_length, "target_steps": args.target_steps},
+            "training": {"max_length": args.max_length,
+                         **({"target_steps": args.target_steps} if args.target_steps else {})},
         })["project"]  # type: ignore[index]
         pid, ls_id = int(project["id"]), int(project["integration"]["ls_project_id"])
         items = [{"id": ex.item_id, "text": ex.text} for ex in pool]
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["last_annotation_to_predictions_visible_s"] = round(time.monotonic() - last_annotation, 1)
         r1 = round1() or {}
         figures["round1_timings_s"] = r1.get("timings")
+        figures["round1_learner"] = (r1.get("metrics") or {}).get("learner")
         figures["round1_metrics"] = {k: v for k, v in (r1.get("metrics") or {}).items() if isinstance(v, int | float)}
 
         # /predict with a warm model

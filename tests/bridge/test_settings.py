@@ -187,3 +187,9 @@ def test_secret_problems_missing_and_placeholder_secrets(tmp_path: Path) -> None
 def test_stack_environment_keeps_import_overrides(tmp_path: Path) -> None:
     env = StackEnvironment.from_env({"AL_LOOP_IMPORT_DIRS": str(tmp_path), "AL_LOOP_MAX_IMPORT_MB": "9"})
     assert env.overrides == {"AL_LOOP_IMPORT_DIRS": str(tmp_path), "AL_LOOP_MAX_IMPORT_MB": "9"}
+
+
+def test_stack_environment_passes_the_dashboard_token_through() -> None:
+    env = StackEnvironment.from_env({"AL_LOOP_DASHBOARD_TOKEN": "s3cret-dash"})
+    assert env.overrides == {"AL_LOOP_DASHBOARD_TOKEN": "s3cret-dash"}
+    assert "s3cret-dash" not in repr(env)

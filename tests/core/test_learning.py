@@ -171,3 +171,16 @@ def test_if_better_compares_with_the_promoted_version_on_the_same_test_split(tmp
     assert second.status == "succeeded"
     # the stored score of the promoted version was 0.1 too, but re-evaluated now it scores 0.9: not promoted
     assert store.promoted_version(pid).round_id == first.id
+
+
+def test_auto_fine_tunes_without_comparing_from_compare_below_labels() -> None:
+    factory = ScriptedFactory({"head": 0.9, "finetune": 0.5})
+    fitted = fit_round_model(factory, SCHEMA, "default", TrainingConfig(compare_below=300), _examples(300),
+                             need_estimate=False)
+    assert fitted.report["learner"] == "finetune" and factory.log == [("finetune", 300)]
+    assert "compare_below" in fitted.report["auto"]["reason"]
+    # below it, or with 0, the comparison decides (here: the head)
+    for config, n in ((TrainingConfig(compare_below=300), 299), (TrainingConfig(compare_below=0), 600)):
+        factory = ScriptedFactory({"head": 0.9, "finetune": 0.5})
+        fitted = fit_round_model(factory, SCHEMA, "default", config, _examples(n), need_estimate=False)
+        assert fitted.report["learner"] == "head" and [name for name, _ in factory.log] == ["head", "finetune", "head"]
