@@ -35,7 +35,6 @@ from al_loop.states import (
     check_round_transition,
     check_version_transition,
 )
-from al_loop.store.migrate import migrate
 from al_loop.store.records import (
     LINK_FIELDS,
     ImportReport,
@@ -50,8 +49,8 @@ from al_loop.store.records import (
     example_from_payload,
     payload_from_example,
 )
+from al_loop.store.schema import prepare
 from al_loop.store.tables import (
-    Base,
     ItemRow,
     LabelRow,
     LabelStudioLinkRow,
@@ -109,8 +108,7 @@ class Store:
     def __init__(self, url: str = "sqlite://", clock: Clock = utcnow) -> None:
         self.url = url
         self.engine = _make_engine(url)
-        Base.metadata.create_all(self.engine)
-        migrate(self.engine)
+        prepare(self.engine, url)  # create or upgrade the schema (store/schema.py: Alembic migrations)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._ambient = threading.local()  # the session of an open ``transaction()``, per thread
         self.clock = clock

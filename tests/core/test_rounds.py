@@ -25,8 +25,8 @@ def _cls_examples(n: int) -> list[Example]:
 
 
 @pytest.fixture
-def setup(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def setup(tmp_path, database_url):
+    store = Store(database_url)
     schema = LabelSchema.build("classification", ["pos", "neg"])
     p = store.create_project("p", schema, loop=LoopConfig(strategy="least_confidence", batch_size=4, seed_size=6))
     data = _cls_examples(40)
@@ -98,10 +98,10 @@ def test_round_without_selection_trains_and_publishes_but_scores_nothing(setup) 
     assert store.get_scores(done.id) == [] and "score" not in done.timings
 
 
-def test_rounds_are_deterministic(tmp_path) -> None:
+def test_rounds_are_deterministic(new_database_url) -> None:
     picks = []
     for k in range(2):
-        store = Store(f"sqlite:///{tmp_path / f'db{k}.sqlite'}")
+        store = Store(new_database_url())
         p = store.create_project(
             "p",
             LabelSchema.build("classification", ["pos", "neg"]),
@@ -183,8 +183,8 @@ def test_promote_rollback_and_predict(setup) -> None:
     assert store.promoted_version(p.id).id == r2.model_version_id
 
 
-def test_ner_round(tmp_path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_ner_round(database_url) -> None:
+    store = Store(database_url)
     schema = LabelSchema.build("ner", ["Disease"])
     p = store.create_project("ner", schema, loop=LoopConfig(strategy="mnlp", batch_size=3, seed_size=4))
     data = [
@@ -212,8 +212,8 @@ def test_ner_round(tmp_path) -> None:
     assert pred["spans"] and pred["spans"][0]["label"] == "Disease"
 
 
-def test_warm_start_uses_previous_artifact(tmp_path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_warm_start_uses_previous_artifact(tmp_path, database_url) -> None:
+    store = Store(database_url)
     p = store.create_project(
         "p",
         LabelSchema.build("classification", ["pos", "neg"]),

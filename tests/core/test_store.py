@@ -12,8 +12,9 @@ from al_loop.types import Example, ItemId, Span, TaskKind
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def store(database_url: str) -> Store:
+    """A store on a fresh database: every test here runs on SQLite and on PostgreSQL (tests/conftest.py)."""
+    return Store(database_url)
 
 
 def _cls_project(store: Store, name: str = "p"):
@@ -105,30 +106,6 @@ def test_simulations_are_kept_per_project(store: Store) -> None:
     assert [s["id"] for s in store.list_simulations(p.id)] == [sid]
     with pytest.raises(NotFoundError):
         store.add_simulation(999, "sim", [])
-
-
-def test_legacy_integration_column_is_migrated(tmp_path) -> None:
-    import json
-    import sqlite3
-
-    path = tmp_path / "old.db"
-    Store(f"sqlite:///{path}").dispose()
-    con = sqlite3.connect(path)
-    con.execute("ALTER TABLE projects ADD COLUMN integration JSON")
-    con.execute("INSERT INTO projects (name, task, labels, multi_label, base_model, loop_config, training_config, "
-                "integration, created_at) VALUES ('old', 'classification', '[\"a\", \"b\"]', 0, 'default', '{}', "
-                "'{}', ?, '2026-01-01 00:00:00')",
-                (json.dumps({"ls_project_id": 4, "ls_attached": True, "ml_backend": {"status": "connected", "url": "u",
-                             "id": 2}, "rejected": [{"annotation_id": 9, "updated_at": "t", "type": "E",
-                                                     "error": "bad"}]}),))
-    con.commit()
-    con.close()
-    store = Store(f"sqlite:///{path}")
-    pid = store.list_projects()[0].id
-    link = store.get_link(pid)
-    assert link.ls_project_id == 4 and link.attached and link.ml_backend == {"status": "connected", "url": "u", "id": 2}
-    assert store.count_rejected(pid) == 1
-    store.create_project("new", LabelSchema.build("classification", ["a", "b"]))  # the old column is gone
 
 
 def test_add_items_is_idempotent_and_reports_duplicate_texts(store: Store) -> None:
