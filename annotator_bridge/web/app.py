@@ -36,6 +36,7 @@ from annotator_bridge.web import api, dashboard, metrics, mlbackend, openapi
 from annotator_bridge.web.auth import WebhookGuard
 from annotator_bridge.web.context import SERVICES_KEY
 from annotator_bridge.web.errors import register_error_handlers
+from annotator_bridge.web.mlbackend import LinkCache
 from annotator_bridge.web.validate import BoundedIntConverter
 
 log = logging.getLogger("annotator_bridge.web")
@@ -52,6 +53,16 @@ class Services:
     dispatcher: Dispatcher
     webhook_guard: WebhookGuard = field(repr=False)
     queue_probe: QueueProbe | None = None
+    links: LinkCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        store = self.store
+
+        def find(ls_id: int) -> int | None:
+            link = store.find_link(ls_id)
+            return int(link.project_id) if link is not None else None
+
+        self.links = LinkCache(find)
 
 
 def finite(value: Any) -> Any:

@@ -16,13 +16,21 @@ integers, real Unicode, no NUL: 400 otherwise).
 - ``/webhook``: secret header check, a quick parse (malformed = 400, ids outside Label Studio's
   range included, so nothing unreadable is queued), project lookup
   (unknown Label Studio project = 404), then ``dispatcher.ingest_event`` and ``{"status":
-  "queued"}``. Label Studio waits 1 s and never retries, so nothing slow happens here.
+  "queued"}``. Label Studio waits 1 s and never retries, so nothing slow happens here: in the
+  steady state the webhook does not touch the database at all. The Label Studio project ->
+  al-loop project mapping comes from :class:`LinkCache` (a link found in the database is kept
+  for ``LINK_TTL`` seconds; an unknown project is looked up every time, so a project linked a
+  moment ago is found at once). Without it every webhook opened SQLite transactions, which wait
+  for the ingest drain's and the training worker's write transactions (the long tail of the
+  load benchmark).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -45,6 +53,40 @@ MODEL_CLASS = "al-loop"
 NO_MODEL_VERSION = "al-loop-untrained"
 EMPTY_SCORE = 1.0
 FORWARDED_IGNORED = frozenset({"TASKS_CREATED", "PROJECT_UPDATED"})
+LINK_TTL = 60.0
+"""Seconds a found Label Studio link is answered from memory (links are never moved; this bounds staleness)."""
+
+
+class LinkCache:
+    """Label Studio project id -> al-loop project id, for the webhook path (thread-safe).
+
+    ``lookup(ls_id)`` answers from memory while a found link is younger than ``ttl`` seconds, else
+    asks ``find`` (the store) and remembers a hit. Misses are never remembered.
+    """
+
+    def __init__(self, find: Callable[[int], int | None], ttl: float = LINK_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._find, self.ttl, self._clock = find, float(ttl), clock
+        self._hits: dict[int, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, ls_id: int) -> int | None:
+        now = self._clock()
+        with self._lock:
+            hit = self._hits.get(ls_id)
+        if hit is not None and now - hit[1] < self.ttl:
+            return hit[0]
+        project_id = self._find(ls_id)
+        with self._lock:
+            if project_id is None:
+                self._hits.pop(ls_id, None)
+            else:
+                self._hits[ls_id] = (project_id, now)
+        return project_id
+
+    def forget(self) -> None:
+        with self._lock:
+            self._hits.clear()
 
 
 def _services() -> Any:
@@ -197,9 +239,9 @@ def webhook() -> Any:
     action = getattr(event, "action", None) or str(payload.get("action"))
     if isinstance(event, Ignored) and (event.action not in FORWARDED_IGNORED or ls_id is None):
         return jsonify({"status": "ignored", "action": event.action})
-    project = _linked_project(int(ls_id)) if ls_id is not None else None
-    if project is None:
+    project_id = services.links.lookup(int(ls_id)) if ls_id is not None else None
+    if project_id is None:
         raise NotFoundError(f"no al-loop project is attached to Label Studio project {ls_id}")
-    services.dispatcher.ingest_event(project.id, dict(payload))
-    log.info("webhook: %s for project %s queued", action, project.id)
-    return jsonify({"status": "queued", "action": action, "project_id": project.id})
+    services.dispatcher.ingest_event(project_id, dict(payload))
+    log.info("webhook: %s for project %s queued", action, project_id)
+    return jsonify({"status": "queued", "action": action, "project_id": project_id})

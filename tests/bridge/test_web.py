@@ -19,7 +19,7 @@ from al_loop.rounds import PredictService
 from al_loop.types import Example, ItemId
 from annotator_bridge.dispatch import InlineDispatcher
 from annotator_bridge.web import create_app
-from annotator_bridge.web.mlbackend import NO_MODEL_VERSION, ls_project_id
+from annotator_bridge.web.mlbackend import NO_MODEL_VERSION, LinkCache, ls_project_id
 from tests.bridge.test_loop import (
     NER_TEXTS,
     SECRET,
@@ -331,6 +331,59 @@ def test_webhook_for_unknown_project_is_404_and_ignored_actions_are_200(project:
     start = web.client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": web.ls_id}},
                             headers=HOOK)
     assert start.status_code == 200 and web.store.list_rounds(web.pid)[0].trigger == "label_studio"
+
+
+def test_webhook_reads_the_link_from_the_database_once(project: SimpleNamespace,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A known link is answered from memory (the webhook path opens no SQLite transaction under load);
+    an unknown Label Studio project is looked up every time, so a link made a moment ago is found."""
+    web = project
+    lookups: list[int] = []
+    real = web.store.find_link
+
+    def counting(ls_id: int) -> Any:
+        lookups.append(ls_id)
+        return real(ls_id)
+
+    monkeypatch.setattr(web.store, "find_link", counting)
+    for item in ("i0", "i1", "i2"):
+        body = web.gw.annotate(web.gw.task_of(web.ls_id, item), choice("pos"))
+        resp = web.client.post("/webhook", json=body, headers=HOOK)
+        assert resp.status_code == 200 and resp.get_json()["project_id"] == web.pid
+    assert lookups == [web.ls_id]
+    body = web.gw.annotate(web.gw.task_of(web.ls_id, "i3"), choice("pos"))
+    body["project"]["id"] = 4242
+    for _ in range(2):
+        assert_error(web.client.post("/webhook", json=body, headers=HOOK), 404, "NotFoundError")
+    assert lookups == [web.ls_id, 4242, 4242]
+    assert {e.item_id for e in web.store.labelled_examples(web.pid)} == {"i0", "i1", "i2"}
+
+
+def test_link_cache_expires_hits_and_never_keeps_misses() -> None:
+    now = [0.0]
+    table: dict[int, int] = {}
+    asked: list[int] = []
+
+    def find(ls_id: int) -> int | None:
+        asked.append(ls_id)
+        return table.get(ls_id)
+
+    cache = LinkCache(find, ttl=10.0, clock=lambda: now[0])
+    assert cache.lookup(7) is None and cache.lookup(7) is None and asked == [7, 7]
+    table[7] = 3  # linked a moment later: found at once
+    assert cache.lookup(7) == 3 and asked == [7, 7, 7]
+    now[0] = 9.9
+    assert cache.lookup(7) == 3 and len(asked) == 3
+    now[0] = 10.0
+    table[7] = 4
+    assert cache.lookup(7) == 4 and len(asked) == 4
+    del table[7]
+    now[0] = 30.0
+    assert cache.lookup(7) is None and cache.lookup(7) is None and len(asked) == 6
+    table[7] = 5
+    assert cache.lookup(7) == 5
+    cache.forget()
+    assert cache.lookup(7) == 5 and len(asked) == 8
 
 
 def test_webhook_when_the_queue_is_down_is_503(project: SimpleNamespace) -> None:
