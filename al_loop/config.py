@@ -117,6 +117,8 @@ TRAINING_BOUNDS: dict[str, Bound] = {
     "patience": _ints(0, 1000),
     "warm_start": Bound("bool"),
     "freeze_embeddings": Bound("bool"),
+    "freeze_layers": _ints(0, 100),
+    "frozen_cache_mb": _ints(0, 1_000_000),
     "learner": Bound("str"),
     "holdout_folds": _ints(2, 100),
     "min_holdout": _ints(1, 1_000_000),
@@ -138,6 +140,9 @@ LOOP_BOUNDS: dict[str, Bound] = {
     "cold_start": Bound("str"),
     "retrain_every": _ints(0, 1_000_000),
     "max_pool_scored": _ints(0, 100_000_000),
+    "score_chunk_size": _ints(1, 1_000_000),
+    "score_shards": _ints(1, 256),
+    "max_scores_stored": _ints(1, 10_000_000),
     "promote": Bound("str"),
     "dedupe_threshold": Bound("float", 0, 1),
     "seed": _ints(0, MAX_SEED),
@@ -167,6 +172,10 @@ class TrainingConfig:
     patience: int = 2
     warm_start: bool = False
     freeze_embeddings: bool = True  # freeze the input word-embedding matrix while fine-tuning
+    # lower transformer layers frozen (with the embeddings) and their outputs cached per window, so fitting and
+    # scoring run only the top layers; al-loop's heads only (pooling mean / token_head probe); 0 = train them all
+    freeze_layers: int = 0
+    frozen_cache_mb: int = 512  # process-wide budget of that cache (float32 states); 0 = recompute every time
     learner: str = "auto"  # "auto" | "head" | "finetune"
     holdout_folds: int = 4  # auto: 1 / holdout_folds of the labels is held out to compare learners and score
     min_holdout: int = 8  # auto: below this many held-out labels, no comparison (head below, see switch_labels)
@@ -228,6 +237,9 @@ class LoopConfig:
     cold_start: str = "random"  # "random" | "diversity"
     retrain_every: int = 50  # new labels that trigger a round (0 = never automatically)
     max_pool_scored: int = 0  # 0 = score the whole pool; else a random subsample of this size
+    score_chunk_size: int = 2048  # pool texts predicted per call (peak scoring memory follows it, not the pool)
+    score_shards: int = 1  # split pool scoring into this many shards (Celery workers of the score queue)
+    max_scores_stored: int = 20_000  # stored ranked rows per round: the batch + the next least confident
     promote: str = "always"  # "always" | "if_better" | "manual"
     dedupe_threshold: float = 0.95  # cosine similarity at which a candidate is a near-duplicate (0 = off)
     seed: int = 13

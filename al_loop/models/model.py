@@ -167,6 +167,8 @@ class TextModel:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
         self.model.to(device)  # type: ignore[arg-type]  # transformers types .to() oddly
+        if isinstance(model, MeanPooledClassifier | NormalisedTokenClassifier) and config.freeze_layers > 0:
+            model.freeze_lower(config.freeze_layers, config.frozen_cache_mb, extra=f"max_length={self.max_length}")
         self.model.eval()
 
     # ------------------------------------------------------------------ construction
@@ -562,7 +564,10 @@ class TextModel:
             self._probe_head(train)
         embedding = self.model.get_input_embeddings()
         if embedding is not None:
-            embedding.weight.requires_grad_(not self.config.freeze_embeddings)
+            frozen = isinstance(self.model, MeanPooledClassifier | NormalisedTokenClassifier) and bool(
+                self.model.frozen_layers
+            )  # the cached frozen part starts at the embeddings
+            embedding.weight.requires_grad_(not (self.config.freeze_embeddings or frozen))
 
         def validate() -> float:
             return float(self._score(val))

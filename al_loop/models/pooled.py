@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from al_loop.models.frozen import FrozenBottom, lower_cache, split_encoder
+
 __all__ = [
     "POOLED_HEAD_FILE",
     "MeanPooledClassifier",
@@ -62,10 +64,40 @@ class _LinearHeadOverEncoder(torch.nn.Module):
         super().__init__()
         self.body = body
         self.classifier = torch.nn.Linear(int(body.config.hidden_size), num_labels)
+        self._bottom: FrozenBottom | None = None
 
     @property
     def config(self) -> Any:
         return self.body.config
+
+    @property
+    def frozen_layers(self) -> int:
+        """Lower transformer layers frozen and cached (see :mod:`al_loop.models.frozen`); 0: the whole encoder runs."""
+        return self._bottom.k if self._bottom is not None else 0
+
+    def freeze_lower(self, k: int, cache_mb: int, extra: str = "") -> int:
+        """Freeze the embeddings and the lower ``k`` layers (eval mode, no gradient) and cache their outputs in a
+        budget of ``cache_mb`` MiB (0: never cached); returns the layers frozen (0 for an encoder of another shape,
+        which then runs whole). ``k`` = 0 undoes nothing already frozen: it only stops using the frozen path."""
+        if k <= 0 or split_encoder(self.body) is None:
+            self._bottom = None
+            return 0
+        cache = lower_cache(cache_mb) if cache_mb > 0 else None
+        self._bottom = FrozenBottom(self.body, k, cache=cache, extra=extra)
+        return self._bottom.k
+
+    def train(self, mode: bool = True) -> _LinearHeadOverEncoder:
+        super().train(mode)
+        if self._bottom is not None:
+            self._bottom.eval()
+        return self
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's last hidden state (batch, width, d): the whole encoder, or the frozen part's (cached)
+        output through the top layers."""
+        if self._bottom is None:
+            return self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._bottom.forward_upper(self._bottom.states(input_ids, attention_mask), attention_mask)
 
     def get_input_embeddings(self) -> Any:
         return self.body.get_input_embeddings()
@@ -102,7 +134,7 @@ class MeanPooledClassifier(_LinearHeadOverEncoder):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
     ) -> PooledOutput:
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.encode(input_ids, attention_mask)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         logits = self.classifier(F.normalize(pooled.float(), dim=-1))
@@ -115,6 +147,6 @@ class NormalisedTokenClassifier(_LinearHeadOverEncoder):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
     ) -> PooledOutput:
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.encode(input_ids, attention_mask)
         logits = self.classifier(F.normalize(hidden.float(), dim=-1))
         return PooledOutput(logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
