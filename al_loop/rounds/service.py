@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -23,12 +24,14 @@ from al_loop.config import TrainingConfig
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import AlLoopError, ConflictError, NotFoundError
 from al_loop.rounds.learning import fit_round_model
-from al_loop.rounds.scoring import rank_pool
+from al_loop.rounds.pool_phase import cold_start_scores, score_pool
+from al_loop.rounds.pool_round import PoolSnapshot, ShardJob, ShardRunner, run_shard_job
+from al_loop.rounds.pool_scoring import ShardResult
 from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
 from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
-from al_loop.store.repository import Store, utcnow
-from al_loop.strategies import DedupedStrategy, PoolView, Strategy, cold_start, make_strategy
-from al_loop.types import Example, TaskKind
+from al_loop.store.repository import Store, unlabelled_id_chunks, utcnow
+from al_loop.strategies import DedupedStrategy, Strategy, make_strategy
+from al_loop.types import Example, ItemId, TaskKind
 
 log = logging.getLogger("al_loop.rounds")
 
@@ -95,8 +98,11 @@ class RoundService:
         owner: str = "local",
         stale_after: timedelta = timedelta(minutes=10),
         keep_artifacts: int | None = None,
+        shard_runner: ShardRunner | None = None,
     ) -> None:
         self.store = store
+        self.shard_runner = shard_runner  # runs score shards elsewhere (Celery workers); None: in this process
+        self._shard_model: tuple[str, TrainedModel] | None = None
         self._factory = model_factory
         self.artifacts_root = Path(artifacts_root) if artifacts_root is not None else None
         self.strategy_factory = strategy_factory
@@ -164,8 +170,6 @@ class RoundService:
 
     def _run(self, project: Project, rnd: Round, *, select: bool = True) -> Round:
         schema = project.schema
-        loop = project.loop
-        training = project.training
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
         rng = np.random.default_rng([rnd.seed, rnd.index])
@@ -177,13 +181,31 @@ class RoundService:
         labelled = self.store.labelled_examples(project.id)
         for ex in labelled:
             schema.check_example(ex)
-        pool_ids = self.store.unlabelled_item_ids(project.id)
-        if loop.max_pool_scored and len(pool_ids) > loop.max_pool_scored:
-            keep = np.sort(rng.choice(len(pool_ids), size=loop.max_pool_scored, replace=False))
-            pool_ids = [pool_ids[i] for i in keep]
-        if not select and labelled:
-            pool_ids = []
-        pool_items = self.store.get_items(project.id, pool_ids)
+        scratch = self._scratch_folder(project, rnd)
+        try:
+            return self._run_with_pool(project, rnd, labelled, rng, heart, scratch, timings, (t_start, t0),
+                                       select=select)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _run_with_pool(
+        self,
+        project: Project,
+        rnd: Round,
+        labelled: list[Example],
+        rng: np.random.Generator,
+        heart: _Heartbeat,
+        scratch: Path,
+        timings: dict[str, float],
+        started: tuple[float, float],
+        *,
+        select: bool,
+    ) -> Round:
+        schema, loop, training = project.schema, project.loop, project.training
+        t_start, t0 = started
+        ids = unlabelled_id_chunks(self.store, project.id, max(loop.score_chunk_size, 1024))
+        snapshot = PoolSnapshot.write(scratch, ids if select or not labelled else (),
+                                      max_pool_scored=loop.max_pool_scored, rng=rng)
         n_tokens = sum(len(ex.text.split()) for ex in labelled)
         if schema.task is TaskKind.NER:
             words = {it.item_id: it.n_words for it in self.store.get_items(project.id, [e.item_id for e in labelled])}
@@ -191,7 +213,6 @@ class RoundService:
         self.store.update_round(rnd.id, n_labels=len(labelled), n_tokens=n_tokens)
         timings["snapshot"] = time.perf_counter() - t0
 
-        texts = [it.text for it in pool_items]
         version: ModelVersion | None = None
         metrics: dict[str, Any] = {}
         report: dict[str, Any] = {}
@@ -200,23 +221,7 @@ class RoundService:
             # cold start: nothing to train on yet
             t0 = time.perf_counter()
             heart.phase(RoundPhase.SELECT, 0.5)
-            embeddings = None
-            if loop.cold_start == "diversity" and texts:
-                embeddings = self._base_embeddings(project, texts)
-                if embeddings is None:
-                    base = self.factory.create(schema, project.base_model, training)
-                    embeddings = base.predict(texts, embeddings=True).embeddings
-            view = PoolView(item_ids=tuple(it.item_id for it in pool_items), embeddings=embeddings)
-            selection = (
-                cold_start(view, min(rnd.batch_size, len(view.item_ids)), rng, loop.cold_start) if texts else None
-            )
-            chosen = list(selection.item_ids) if selection else []
-            rest = [i for i in view.item_ids if i not in set(chosen)]
-            rest = [rest[i] for i in rng.permutation(len(rest))]
-            scored = [
-                ScoredItem(item, rank, float(len(view.item_ids) - rank), rank < len(chosen), None)
-                for rank, item in enumerate(chosen + rest)
-            ]
+            scored = self._cold_start(project, rnd, snapshot, rng)
             tag = cold_version_tag(rnd.index, schema)
             timings["select"] = time.perf_counter() - t0
         else:
@@ -271,33 +276,20 @@ class RoundService:
             heart.phase(RoundPhase.SCORE, 0.82)
             t0 = time.perf_counter()
             scored = []
-            if texts:
-                strategy = self.strategy_factory(rnd.strategy, schema.task)
-                if loop.dedupe_threshold > 0:
-                    strategy = DedupedStrategy(strategy, loop.dedupe_threshold)
-                # near-duplicates are judged on the frozen base model's embeddings (cached per text)
-                base_embed = None
-                if isinstance(strategy, DedupedStrategy) and train_report.get("learner") != "head":
-                    base_embed = partial(self._base_embeddings, project)
-                scored = rank_pool(
-                    model,
-                    strategy,
-                    schema,
-                    [it.item_id for it in pool_items],
-                    texts,
-                    [e.text for e in labelled],
-                    min(rnd.batch_size, len(pool_items)),
-                    rng,
-                    timings=timings,
-                    base_embed=base_embed,
-                    on_scored=lambda: heart.phase(RoundPhase.SELECT, 0.97),
-                )
-            report = self._report(project, metrics, scored, pool_items)
+            if snapshot.n:
+                scored = self._score_pool(project, rnd, model, version, labelled, snapshot, rng, heart, timings,
+                                          scratch, learner=str(train_report.get("learner", "")))
+            report = self._report(project, metrics, scored, self._items_of(project, scored[:10]))
 
         self.store.save_scores(rnd.id, scored)
         timings["total"] = time.perf_counter() - t_start
         if not report:
-            report = {"metrics": metrics, "top_uncertain": self._top(scored, pool_items)}
+            report = {"metrics": metrics, "top_uncertain": self._top(scored, self._items_of(project, scored[:10]))}
+        report["scores"] = {"pool": snapshot.n, "stored": len(scored), "all_stored": len(scored) >= snapshot.n}
+        if len(scored) < snapshot.n:
+            log.info("round %s of project %s: pool of %d scored; stored (and pushed) the batch and the next %d "
+                     "least confident items (max_scores_stored)", rnd.index, project.id, snapshot.n,
+                     len(scored) - sum(s.selected for s in scored))
         return self.store.update_round(
             rnd.id,
             status=RoundStatus.SUCCEEDED,
@@ -310,6 +302,77 @@ class RoundService:
             report=report,
             push_status="pending",
         )
+
+    # ------------------------------------------------------------------ the pool
+    def _scratch_folder(self, project: Project, rnd: Round) -> Path:
+        """The round's scoring folder (pool snapshot, shard results, spooled embeddings); removed after the round.
+        Under the artifacts folder, which shard workers share; per attempt, so a taken-over round starts clean."""
+        if self.artifacts_root is None:
+            return Path(tempfile.mkdtemp(prefix=f"al-loop-scoring-{rnd.id}-"))
+        folder = self.artifacts_root / f"project-{project.id}" / "scoring" / f"round-{rnd.index}-{rnd.attempts}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
+
+    def _texts_of(self, project_id: int) -> Callable[[Sequence[ItemId]], list[str]]:
+        return lambda ids: [it.text for it in self.store.get_items(project_id, ids)]
+
+    def _items_of(self, project: Project, scored: Sequence[ScoredItem]) -> list[Any]:
+        return self.store.get_items(project.id, [s.item_id for s in scored]) if scored else []
+
+    def _cold_start(self, project: Project, rnd: Round, snapshot: PoolSnapshot, rng: np.random.Generator) -> list[
+            ScoredItem]:
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            emb = self._base_embeddings(project, texts)
+            if emb is None:
+                base = self.factory.create(project.schema, project.base_model, project.training)
+                emb = base.predict(list(texts), embeddings=True).embeddings
+            return np.asarray(emb)
+
+        loop = project.loop
+        return cold_start_scores(snapshot, rnd.batch_size, loop.cold_start, rng, self._texts_of(project.id), embed,
+                                 loop.score_chunk_size, loop.max_scores_stored)
+
+    def _score_pool(
+        self,
+        project: Project,
+        rnd: Round,
+        model: TrainedModel,
+        version: ModelVersion,
+        labelled: Sequence[Example],
+        snapshot: PoolSnapshot,
+        rng: np.random.Generator,
+        heart: _Heartbeat,
+        timings: dict[str, float],
+        scratch: Path,
+        *,
+        learner: str,
+    ) -> list[ScoredItem]:
+        loop = project.loop
+        strategy = self.strategy_factory(rnd.strategy, project.task)
+        if loop.dedupe_threshold > 0:
+            strategy = DedupedStrategy(strategy, loop.dedupe_threshold)
+        # near-duplicates are judged on the frozen base model's embeddings (cached per text)
+        base_embed = None
+        if isinstance(strategy, DedupedStrategy) and learner != "head":
+            base_embed = partial(self._base_embeddings, project)
+        return score_pool(
+            model, strategy, project.schema, loop, snapshot, scratch, min(rnd.batch_size, snapshot.n),
+            [e.text for e in labelled], rng, self._texts_of(project.id),
+            timings=timings, base_embed=base_embed, shard_runner=self.shard_runner,
+            ids=(rnd.id, project.id, version.artifact_path),
+            on_scored=lambda: heart.phase(RoundPhase.SELECT, 0.97),
+            progress=lambda f: heart.progress(0.82 + 0.15 * f),
+        )
+
+    def score_shard(self, job: ShardJob) -> ShardResult:
+        """Score one shard of a round's pool with the round's saved model (a shard worker's task; idempotent)."""
+        project = self.store.get_project(job.project_id)
+        if self._shard_model is None or self._shard_model[0] != job.artifact:
+            self._shard_model = (job.artifact, self.factory.load(job.artifact, project.training))
+        model = self._shard_model[1]
+        base_embed = partial(self._base_embeddings, project) if job.spec.get("base_embed") else None
+        return run_shard_job(job, model, self._texts_of(project.id), base_embed)
 
     def _base_embeddings(self, project: Project, texts: Sequence[str]) -> np.ndarray | None:
         """Frozen base-model sentence embeddings from the head learner's cached encoder, or None when the

@@ -995,3 +995,23 @@ def _link_fields(fields: dict[str, Any]) -> dict[str, Any]:
 def _rejected(r: RejectedAnnotationRow) -> RejectedAnnotation:
     return RejectedAnnotation(annotation_id=r.annotation_id, task_id=r.task_id, item_id=r.item_id,
                               updated_at=r.updated_at or None, type=r.type, error=r.error, at=r.at)
+
+
+def unlabelled_id_chunks(store: Store, project_id: int, size: int = 10_000) -> Iterator[list[ItemId]]:
+    """:meth:`Store.unlabelled_item_ids` in lists of at most ``size`` (keyset pages in row order): a
+    million-item pool is read without holding every id at once."""
+    last = 0
+    while True:
+        with store.session() as s:
+            answered = select(LabelRow.item_id).where(LabelRow.project_id == project_id, LabelRow.deleted.is_(False))
+            rows = s.execute(
+                select(ItemRow.id, ItemRow.item_id)
+                .where(ItemRow.project_id == project_id, ItemRow.split == "pool", ItemRow.id > last,
+                       ItemRow.item_id.not_in(answered))
+                .order_by(ItemRow.id)
+                .limit(size)
+            ).all()
+        if not rows:
+            return
+        last = int(rows[-1][0])
+        yield [ItemId(r[1]) for r in rows]

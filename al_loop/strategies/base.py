@@ -51,7 +51,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -98,8 +98,10 @@ class PoolView:
     ``(n_words, n_tags)`` array per item (``(0, n_tags)`` for a text without
     words). ``embeddings``: ``(n, d)``. ``labelled_embeddings``: ``(m, d)`` of
     the already labelled items (the known set for ranked batch; ``None`` = cold start).
-    Shapes are validated here (``ValueError``); an empty pool is allowed and is
-    rejected by ``select``.
+    ``measures``: precomputed per-item scores by measure name (what :func:`measure_scores` would
+    compute; the chunked scorer fills it so a pool need not keep its ``token_probs``) and
+    ``nonempty``: the matching :meth:`nonempty_mask`. Shapes are validated here (``ValueError``);
+    an empty pool is allowed and is rejected by ``select``.
     """
 
     item_ids: tuple[ItemId, ...]
@@ -110,6 +112,8 @@ class PoolView:
     multi_label: bool = False
     text_embeddings: np.ndarray | None = None
     labelled_text_embeddings: np.ndarray | None = None
+    measures: Mapping[str, np.ndarray] | None = None
+    nonempty: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         ids = tuple(self.item_ids)
@@ -162,6 +166,8 @@ class PoolView:
 
     def nonempty_mask(self) -> np.ndarray:
         """Boolean per item: False for NER items without words (always True without token_probs)."""
+        if self.nonempty is not None:
+            return np.asarray(self.nonempty, dtype=bool)
         if self.token_probs is None:
             return np.ones(len(self), dtype=bool)
         return np.array([np.size(tp) > 0 for tp in self.token_probs], dtype=bool)
@@ -229,6 +235,8 @@ def measure_scores(pool: PoolView, measure: str, task: TaskKind | str) -> np.nda
     when the pool lacks the probabilities the task needs.
     """
     task = _as_task(task)
+    if pool.measures is not None and measure in pool.measures:
+        return np.array(pool.measures[measure], dtype=np.float64)  # a copy: callers may write into it
     if task is TaskKind.NER:
         if pool.token_probs is None:
             raise ValueError("an NER strategy needs pool.token_probs")
