@@ -106,7 +106,7 @@ class PostgresServer:
         """The SQLAlchemy URL (psycopg 3) of ``database``."""
         return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
-    def _connect(self, database: str = "postgres"):  # noqa: ANN202 - psycopg is an optional dependency
+    def _connect(self, database: str = "postgres"):
         import psycopg
 
         return psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname=database,

@@ -2,8 +2,13 @@
 
 SQLite (the default, ``sqlite:///path``) runs in WAL mode with a busy timeout and takes its
 write lock at the start of each transaction (``BEGIN IMMEDIATE``), so the "one active round
-per project" check cannot race between processes. On PostgreSQL the project row is locked
-with ``SELECT ... FOR UPDATE`` for the same check.
+per project" check cannot race between processes. PostgreSQL (READ COMMITTED) runs writers at
+once: every check-then-write of a project (a round, items, a label, a rejection, a promotion)
+first locks the project row (``SELECT ... FOR NO KEY UPDATE``), so those checks are serialised
+per project as SQLite serialises them all; a unique constraint that still fires (two projects
+created at once) is a ConflictError. Values are checked against their columns before a write
+(``store/limits.py``): both databases refuse the same ones with the same error.
+The schema is created or upgraded on open (``store/schema.py``, Alembic).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, String, create_engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -35,6 +40,7 @@ from al_loop.states import (
     check_round_transition,
     check_version_transition,
 )
+from al_loop.store.limits import check_int, check_string, check_text, fit
 from al_loop.store.records import (
     LINK_FIELDS,
     ImportReport,
@@ -158,6 +164,18 @@ class Store:
         """
         loop = loop or LoopConfig()
         training = training or TrainingConfig()
+        check_string("the project name", name, ProjectRow.name)
+        check_string("base_model", base_model, ProjectRow.base_model)
+        check_int("the Label Studio project id", ls_project_id)
+        link_values = _link_fields(link or {})
+        try:
+            return self._create_project(name, schema, base_model, loop, training, ls_project_id, link_values)
+        except IntegrityError:  # the same name or Label Studio project, created by a concurrent transaction
+            raise ConflictError(f"a project named {name!r} or linked to Label Studio project {ls_project_id} "
+                                "was created at the same time") from None
+
+    def _create_project(self, name: str, schema: LabelSchema, base_model: str, loop: LoopConfig,
+                        training: TrainingConfig, ls_project_id: int | None, link: dict[str, Any]) -> Project:
         with self.session() as s:
             if s.scalar(select(ProjectRow.id).where(ProjectRow.name == name)) is not None:
                 raise ConflictError(f"a project named {name!r} already exists")
@@ -179,8 +197,7 @@ class Store:
             s.add(row)
             s.flush()
             if ls_project_id is not None:
-                s.add(LabelStudioLinkRow(project_id=row.id, ls_project_id=int(ls_project_id),
-                                         **_link_fields(link or {})))
+                s.add(LabelStudioLinkRow(project_id=row.id, ls_project_id=int(ls_project_id), **link))
             return _project(row)
 
     def get_project(self, project_id: int) -> Project:
@@ -210,8 +227,8 @@ class Store:
 
     def _project_row(self, s: Session, project_id: int, lock: bool = False) -> ProjectRow:
         stmt = select(ProjectRow).where(ProjectRow.id == project_id)
-        if lock:
-            stmt = stmt.with_for_update()
+        if lock:  # PostgreSQL: FOR NO KEY UPDATE (inserts referencing the project are not blocked); SQLite: no-op
+            stmt = stmt.with_for_update(key_share=True)
         row = s.scalar(stmt)
         if row is None:
             raise NotFoundError(f"project {project_id} not found")
@@ -260,9 +277,11 @@ class Store:
         (a redelivered event). Concurrent calls never lose a row: each is its own insert.
         """
         try:
+            check_int("annotation id", annotation_id)
+            check_int("task id", task_id)
             with self.session() as s:
-                self._project_row(s, project_id)
-                key = updated_at or ""
+                self._project_row(s, project_id, lock=True)  # concurrent rejections of a project: one at a time
+                key = fit(updated_at or "", RejectedAnnotationRow.updated_at) or ""
                 exists = s.scalar(select(RejectedAnnotationRow.id).where(
                     RejectedAnnotationRow.project_id == project_id,
                     RejectedAnnotationRow.annotation_id == int(annotation_id),
@@ -271,8 +290,9 @@ class Store:
                 if exists is not None:
                     return False
                 s.add(RejectedAnnotationRow(project_id=project_id, annotation_id=int(annotation_id), task_id=task_id,
-                                            item_id=item_id, updated_at=key, type=error_type[:100],
-                                            error=error[:500], at=self.clock()))
+                                            item_id=fit(item_id, RejectedAnnotationRow.item_id), updated_at=key,
+                                            type=fit(error_type, RejectedAnnotationRow.type),
+                                            error=error.replace("\x00", "")[:500], at=self.clock()))
         except IntegrityError:  # the same version, inserted by a concurrent transaction (PostgreSQL)
             return False
         return True
@@ -312,6 +332,8 @@ class Store:
                 s.scalars(select(ItemRow.text_hash).where(ItemRow.project_id == project_id, ItemRow.split == split))
             )
             for ex in examples:
+                check_string(f"item id {ex.item_id[:40]!r}...", ex.item_id, ItemRow.item_id)
+                check_text(f"the text of item {ex.item_id!r}", ex.text)
                 if ex.item_id in known_ids:
                     existing += 1
                     continue
@@ -338,6 +360,8 @@ class Store:
         return ImportReport(added=added, existing=existing, duplicate_texts=dupes)
 
     def set_ext_task_ids(self, project_id: int, mapping: dict[str, int]) -> None:
+        for task_id in mapping.values():
+            check_int("Label Studio task id", task_id)
         with self.session() as s:
             for item_id, task_id in mapping.items():
                 s.execute(
@@ -423,8 +447,11 @@ class Store:
         annotation: ignored). A deleted annotation comes back only with a strictly newer time.
         """
         now = self.clock()
+        check_string("annotation key", annotation_key, LabelRow.annotation_key)
+        check_string("label source", source, LabelRow.source)
+        annotator = fit(annotator, LabelRow.annotator)
         with self.session() as s:
-            self._project_row(s, project_id)
+            self._project_row(s, project_id, lock=True)  # PostgreSQL: one check-then-insert per project at a time
             if s.scalar(select(ItemRow.id).where(ItemRow.project_id == project_id, ItemRow.item_id == item_id)) is None:
                 raise NotFoundError(f"item {item_id!r} not found in project {project_id}")
             row = s.scalar(
@@ -690,7 +717,7 @@ class Store:
                     raise ConflictError(f"round {row.index} is being run by {row.owner}")
             check_round_transition(status, RoundStatus.RUNNING)
             row.status = RoundStatus.RUNNING.value
-            row.owner = owner
+            row.owner = fit(owner, RoundRow.owner)
             row.attempts += 1
             row.started_at = now
             row.heartbeat_at = now
@@ -770,6 +797,9 @@ class Store:
         train_report: dict[str, Any],
         artifact_path: str,
     ) -> ModelVersion:
+        check_string("model version name", name, ModelVersionRow.name)
+        check_string("base_model", base_model, ModelVersionRow.base_model)
+        check_string("artifact path", artifact_path, ModelVersionRow.artifact_path)
         with self.session() as s:
             row = ModelVersionRow(
                 project_id=project_id,
@@ -836,6 +866,7 @@ class Store:
     def rollback(self, project_id: int) -> ModelVersion:
         """Promote the version that was promoted before the current one."""
         with self.session() as s:
+            self._project_row(s, project_id, lock=True)
             current = s.scalar(
                 select(ModelVersionRow).where(
                     ModelVersionRow.project_id == project_id, ModelVersionRow.status == VersionStatus.PROMOTED.value
@@ -869,7 +900,8 @@ class Store:
         with self.session() as s:
             if project_id is not None:
                 self._project_row(s, project_id)
-            row = SimulationRow(project_id=project_id, name=name, points=points, created_at=self.clock())
+            row = SimulationRow(project_id=project_id, name=fit(name, SimulationRow.name), points=points,
+                                created_at=self.clock())
             s.add(row)
             s.flush()
             return row.id
@@ -989,6 +1021,16 @@ def _link_fields(fields: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(fields) - LINK_FIELDS)
     if unknown:
         raise AttributeError(f"Label Studio links have no field(s) {', '.join(unknown)}")
+    columns = LabelStudioLinkRow.__table__.c
+    for key, value in fields.items():
+        kind = columns[key].type
+        if isinstance(value, str):
+            if isinstance(kind, String) and kind.length is not None:
+                check_string(f"link field {key}", value, columns[key])
+            else:
+                check_text(f"link field {key}", value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            check_int(f"link field {key}", value)
     return dict(fields)
 
 

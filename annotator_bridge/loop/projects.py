@@ -19,6 +19,7 @@ from al_loop.errors import (
     SchemaError,
     UnknownLabelError,
 )
+from al_loop.store.limits import MAX_ITEM_ID
 from al_loop.store.records import Project, Round, payload_from_example
 from al_loop.store.repository import Store
 from al_loop.strategies import make_strategy
@@ -185,11 +186,17 @@ def _validate_examples(project: Project, examples: list[Example], split: str,
     out: list[Example] = []
     for ex in examples:
         what = f"item {ex.item_id!r}" if from_file is None else f"{from_file}:{ex.meta.get('source_line', '?')}"
+        if len(ex.item_id) > MAX_ITEM_ID:  # the store's column; PostgreSQL would refuse it
+            what = what if from_file is not None else f"item {ex.item_id[:40]!r}..."
+            raise DataFormatError(f"{what}: the item id is {len(ex.item_id)} characters long; at most {MAX_ITEM_ID} "
+                                  "are allowed")
         if ex.item_id in seen:
             raise DataFormatError(f"{what}: the item id appears twice in the import")
         seen.add(ex.item_id)
         if not isinstance(ex.text, str) or not ex.text.strip():
             raise DataFormatError(f"{what}: empty text")
+        if "\x00" in ex.text:
+            raise DataFormatError(f"{what}: the text contains a NUL character")
         try:
             if ex.spans is not None:
                 if schema.task is not TaskKind.NER:

@@ -114,8 +114,8 @@ def test_the_previous_release_is_upgraded_in_place_with_its_rows(database_url: s
           ("INSERT INTO items (project_id, item_id, text, text_hash, split, n_words, created_at) "
            "VALUES (1, 'a', 'hello there', 'h', 'pool', 2, '2026-01-01 00:00:00')", {}),
           ("INSERT INTO labels (project_id, item_id, annotation_key, source, payload, updated_at, version_at, "
-           "received_at, skipped, deleted) VALUES (1, 'a', 'ls:1', 'ls', :p, '2026-01-01 00:00:00', '2026-01-01 00:00:00', "
-           "'2026-01-01 00:00:00', false, false)", {"p": json.dumps({"labels": ["pos"]})}))
+           "received_at, skipped, deleted) VALUES (1, 'a', 'ls:1', 'ls', :p, '2026-01-01 00:00:00', "
+           "'2026-01-01 00:00:00', '2026-01-01 00:00:00', false, false)", {"p": json.dumps({"labels": ["pos"]})}))
     assert current_revision(create_engine(database_url)) is None
     store = Store(database_url)
     assert current_revision(store.engine) == head_revision()
@@ -143,8 +143,8 @@ def test_older_databases_move_the_integration_bag_and_gain_version_at(database_u
           ("INSERT INTO items (project_id, item_id, text, text_hash, split, n_words, created_at) "
            "VALUES (1, 'x', 'hello', 'h', 'pool', 1, '2026-01-01 00:00:00')", {}),
           ("INSERT INTO labels (project_id, item_id, annotation_key, source, payload, updated_at, received_at, "
-           "skipped, deleted) VALUES (1, 'x', 'ls:1', 'ls', '{\"labels\": [\"a\"]}', '2026-01-02 00:00:00', '2026-01-02 00:00:00', "
-           "false, false)", {}))
+           "skipped, deleted) VALUES (1, 'x', 'ls:1', 'ls', '{\"labels\": [\"a\"]}', '2026-01-02 00:00:00', "
+           "'2026-01-02 00:00:00', false, false)", {}))
     store = Store(database_url)
     assert _diff(store.engine) == []
     link = store.get_link(1)
@@ -174,7 +174,7 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(new_database_u
         start.wait()
         try:
             Store(url).dispose()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=open_store) for _ in range(4)]

@@ -100,7 +100,7 @@ def test_round_without_selection_trains_and_publishes_but_scores_nothing(setup) 
 
 def test_rounds_are_deterministic(new_database_url) -> None:
     picks = []
-    for k in range(2):
+    for _ in range(2):
         store = Store(new_database_url())
         p = store.create_project(
             "p",

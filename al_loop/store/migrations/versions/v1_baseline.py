@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -37,9 +38,9 @@ def _project_fk() -> sa.Column:
     return sa.Column("project_id", sa.Integer(), sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
 
 
-def _tables() -> list[tuple[str, list, list[tuple[str, list[str]]]]]:
+def _tables() -> list[tuple[str, list[Any], list[tuple[str, list[str]]]]]:
     """(name, columns and constraints, indexes), parents first."""
-    S, I, J, B, D, T, F = sa.String, sa.Integer, sa.JSON, sa.Boolean, sa.DateTime, sa.Text, sa.Float  # noqa: N806
+    S, N, J, B, D, T, F = sa.String, sa.Integer, sa.JSON, sa.Boolean, sa.DateTime, sa.Text, sa.Float
     return [
         ("projects", [
             _id(), sa.Column("name", S(200), nullable=False), sa.Column("task", S(20), nullable=False),
@@ -49,22 +50,22 @@ def _tables() -> list[tuple[str, list, list[tuple[str, list[str]]]]]:
             sa.UniqueConstraint("name"),
         ], []),
         ("simulations", [
-            _id(), sa.Column("project_id", I(), nullable=True), sa.Column("name", S(200), nullable=False),
+            _id(), sa.Column("project_id", N(), nullable=True), sa.Column("name", S(200), nullable=False),
             sa.Column("points", J(), nullable=False), sa.Column("created_at", D(), nullable=False),
         ], []),
         ("items", [
             _id(), _project_fk(), sa.Column("item_id", S(200), nullable=False), sa.Column("text", T(), nullable=False),
             sa.Column("text_hash", S(64), nullable=False), sa.Column("split", S(10), nullable=False),
-            sa.Column("n_words", I(), nullable=False), sa.Column("gold", J(), nullable=True),
-            sa.Column("ext_task_id", I(), nullable=True), sa.Column("created_at", D(), nullable=False),
+            sa.Column("n_words", N(), nullable=False), sa.Column("gold", J(), nullable=True),
+            sa.Column("ext_task_id", N(), nullable=True), sa.Column("created_at", D(), nullable=False),
             sa.UniqueConstraint("project_id", "item_id", name="uq_item"),
         ], [("ix_items_ext", ["project_id", "ext_task_id"]), ("ix_items_project_split", ["project_id", "split"])]),
         ("label_studio_links", [
-            sa.Column("project_id", I(), sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
-            sa.Column("ls_project_id", I(), nullable=False), sa.Column("url", S(1000), nullable=True),
+            sa.Column("project_id", N(), sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+            sa.Column("ls_project_id", N(), nullable=False), sa.Column("url", S(1000), nullable=True),
             sa.Column("label_config", T(), nullable=True), sa.Column("attached", B(), nullable=False),
             sa.Column("model_version", S(200), nullable=True), sa.Column("ml_backend_status", S(30), nullable=True),
-            sa.Column("ml_backend_url", S(1000), nullable=True), sa.Column("ml_backend_id", I(), nullable=True),
+            sa.Column("ml_backend_url", S(1000), nullable=True), sa.Column("ml_backend_id", N(), nullable=True),
             sa.Column("ml_backend_error", T(), nullable=True), sa.Column("needs_reconcile", B(), nullable=False),
             sa.Column("last_reconcile", J(), nullable=True), sa.Column("config_warning", T(), nullable=True),
             sa.UniqueConstraint("ls_project_id"),
@@ -79,7 +80,7 @@ def _tables() -> list[tuple[str, list, list[tuple[str, list[str]]]]]:
             sa.UniqueConstraint("project_id", "annotation_key", name="uq_annotation"),
         ], [("ix_labels_item", ["project_id", "item_id"])]),
         ("model_versions", [
-            _id(), _project_fk(), sa.Column("round_id", I(), nullable=True), sa.Column("name", S(200), nullable=False),
+            _id(), _project_fk(), sa.Column("round_id", N(), nullable=True), sa.Column("name", S(200), nullable=False),
             sa.Column("base_model", S(500), nullable=False), sa.Column("schema_hash", S(32), nullable=False),
             sa.Column("labels", J(), nullable=False), sa.Column("metrics", J(), nullable=False),
             sa.Column("train_report", J(), nullable=False), sa.Column("artifact_path", S(1000), nullable=False),
@@ -88,30 +89,30 @@ def _tables() -> list[tuple[str, list, list[tuple[str, list[str]]]]]:
             sa.UniqueConstraint("project_id", "name", name="uq_version_name"),
         ], []),
         ("rejected_annotations", [
-            _id(), _project_fk(), sa.Column("annotation_id", I(), nullable=False),
-            sa.Column("task_id", I(), nullable=True), sa.Column("item_id", S(200), nullable=True),
+            _id(), _project_fk(), sa.Column("annotation_id", N(), nullable=False),
+            sa.Column("task_id", N(), nullable=True), sa.Column("item_id", S(200), nullable=True),
             sa.Column("updated_at", S(64), nullable=False), sa.Column("type", S(100), nullable=False),
             sa.Column("error", T(), nullable=False), sa.Column("at", D(), nullable=False),
             sa.UniqueConstraint("project_id", "annotation_id", "updated_at", name="uq_rejected_version"),
         ], [("ix_rejected_project", ["project_id", "id"])]),
         ("rounds", [
-            _id(), _project_fk(), sa.Column("index", I(), nullable=False), sa.Column("status", S(20), nullable=False),
+            _id(), _project_fk(), sa.Column("index", N(), nullable=False), sa.Column("status", S(20), nullable=False),
             sa.Column("phase", S(20), nullable=False), sa.Column("progress", F(), nullable=False),
             sa.Column("trigger", S(30), nullable=False), sa.Column("strategy", S(50), nullable=False),
-            sa.Column("batch_size", I(), nullable=False), sa.Column("seed", I(), nullable=False),
-            sa.Column("n_labels", I(), nullable=True), sa.Column("n_tokens", I(), nullable=True),
-            sa.Column("version_tag", S(200), nullable=True), sa.Column("model_version_id", I(), nullable=True),
+            sa.Column("batch_size", N(), nullable=False), sa.Column("seed", N(), nullable=False),
+            sa.Column("n_labels", N(), nullable=True), sa.Column("n_tokens", N(), nullable=True),
+            sa.Column("version_tag", S(200), nullable=True), sa.Column("model_version_id", N(), nullable=True),
             sa.Column("metrics", J(), nullable=False), sa.Column("timings", J(), nullable=False),
             sa.Column("report", J(), nullable=False), sa.Column("push_status", S(20), nullable=False),
             sa.Column("error", T(), nullable=True), sa.Column("owner", S(200), nullable=True),
-            sa.Column("attempts", I(), nullable=False), sa.Column("created_at", D(), nullable=False),
+            sa.Column("attempts", N(), nullable=False), sa.Column("created_at", D(), nullable=False),
             sa.Column("started_at", D(), nullable=True), sa.Column("heartbeat_at", D(), nullable=True),
             sa.Column("finished_at", D(), nullable=True),
             sa.UniqueConstraint("project_id", "index", name="uq_round_index"),
         ], []),
         ("round_scores", [
-            _id(), sa.Column("round_id", I(), sa.ForeignKey("rounds.id", ondelete="CASCADE"), nullable=False),
-            sa.Column("item_id", S(200), nullable=False), sa.Column("rank", I(), nullable=False),
+            _id(), sa.Column("round_id", N(), sa.ForeignKey("rounds.id", ondelete="CASCADE"), nullable=False),
+            sa.Column("item_id", S(200), nullable=False), sa.Column("rank", N(), nullable=False),
             sa.Column("score", F(), nullable=False), sa.Column("selected", B(), nullable=False),
             sa.Column("prediction", J(), nullable=True),
         ], [("ix_scores_round_rank", ["round_id", "rank"])]),
@@ -127,10 +128,11 @@ def upgrade() -> None:
         op.create_table(name, *columns)
         for ix_name, ix_columns in indexes:
             op.create_index(ix_name, name, ix_columns)
-    columns = {t: {c["name"] for c in sa.inspect(bind).get_columns(t)} for t in ("projects", "labels")}
-    if "integration" in columns["projects"]:
+    present: dict[str, set[str]] = {t: {c["name"] for c in sa.inspect(bind).get_columns(t)}
+                                     for t in ("projects", "labels")}
+    if "integration" in present["projects"]:
         _move_integration_column(bind)
-    if "version_at" not in columns["labels"]:
+    if "version_at" not in present["labels"]:
         with op.batch_alter_table("labels") as batch:
             batch.add_column(sa.Column("version_at", sa.DateTime(), nullable=True))
         op.execute("UPDATE labels SET version_at = updated_at")
