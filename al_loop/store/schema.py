@@ -19,6 +19,7 @@ every row that cascades from it) and ``PRAGMA foreign_key_check`` must be clean 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from sqlalchemy import Connection, Engine, text
 from al_loop.errors import AlLoopError
 from al_loop.store.tables import Base
 
+log = logging.getLogger("al_loop.store")
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_LOCK_KEY = 0x616C2D6C6F6F70  # "al-loop": the advisory lock of schema upgrades
 
@@ -49,7 +51,15 @@ def prepare(engine: Engine, url: str) -> None:
     upgrade(engine)
 
 
+def _quiet_alembic() -> None:
+    """Alembic logs INFO lines on import and on every open ("Context impl ..."); ``upgrade`` says what changed."""
+    quiet = logging.getLogger("alembic")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
+
+
 def _script() -> Any:
+    _quiet_alembic()
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory(str(MIGRATIONS))
@@ -62,6 +72,7 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The database's revision (None: no ``alembic_version``, a new or pre-migrations database)."""
+    _quiet_alembic()
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
@@ -70,6 +81,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` under the lock; DatabaseVersionError for an unknown revision."""
+    _quiet_alembic()
     from alembic import command
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
@@ -94,6 +106,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+        log.info("database schema upgraded from revision %s to %s", ", ".join(current) or "none (new or from "
+                 "before the migrations)", script.get_current_head() if revision == "head" else revision)
 
 
 @contextmanager

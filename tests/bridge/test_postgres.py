@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from al_loop.store import Store
 from al_loop.store.limits import MAX_ITEM_ID
@@ -234,3 +235,24 @@ def test_a_real_round_on_the_train_worker_writes_to_postgresql(pg_stack: Any, sh
     assert sum(s.selected for s in stack.store.get_scores(rid)) == 8
     assert stack.store.list_versions(pid)[0].status in ("promoted", "candidate")
     assert {i.item_id for i in stack.store.get_items(pid)} >= {p["id"] for p in pool}
+
+
+@pytest.mark.parametrize("args", [("status",), ("serve", "--server", "werkzeug", "--port", "0")])
+def test_processes_refuse_a_database_from_a_newer_al_loop(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A clear one-line refusal, no traceback, and the database left as it was."""
+    import subprocess
+
+    from tests.bridge.conftest_services import al_loop_command
+
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    Store(url).dispose()
+    engine = Store(url).engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'f00dcafe'")
+    engine.dispose()
+    env = al_loop_env(tmp_path / "home", "", AL_LOOP_DATABASE_URL=url)
+    del env["AL_LOOP_BROKER_URL"]
+    res = subprocess.run(al_loop_command(*args), env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert "written by a newer al-loop" in res.stderr and "Traceback" not in res.stderr + res.stdout, res.stderr
+    assert current_revision(create_engine(url)) == "f00dcafe"
