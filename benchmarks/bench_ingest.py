@@ -6,10 +6,20 @@ train --pool solo`` and ``al-loop serve``. A classification project linked to a 
 contacted) Label Studio project id is written to the database, with ``--labelled`` labels and a
 pool; a round is requested through the API and, once it trains (fine-tuning MiniLM for
 ``--train-steps`` steps), ``--rate`` distinct ``ANNOTATION_CREATED`` webhooks per second are
-sent for ``--duration`` seconds (open loop: each request leaves at its scheduled time, from a
-pool of sender threads, a new connection each, as Label Studio sends them). Reported (JSON):
+sent for ``--duration`` seconds by ``--senders`` separate processes (``ingest_sender.py``: one
+asyncio loop each, every request serialised before the burst, a new connection per webhook as
+Label Studio sends them; open loop: request ``n`` is due at ``n / rate`` whatever the answers
+before it). Reported (JSON):
 
-* ``ack_p50_ms`` / ``ack_p99_ms`` / ``ack_max_ms``: time to the webhook's answer;
+* ``ack_p50_ms`` / ``ack_p99_ms`` / ``ack_max_ms``: from the request's scheduled time until its
+  whole answer was read (so a late sender counts against the figure, nothing hides in a queue);
+  ``ack_from_send_*``: the same from the moment the connection was opened;
+* ``send_late_p50_ms`` / ``send_late_p99_ms`` / ``send_late_max_ms``: the sender's own lateness
+  (connection opened after the scheduled time);
+* ``cpu_ms_per_webhook``: CPU time (user + system) each process group spent during the burst, per
+  webhook (``serve``, the workers, ``redis``, ``sender``): what the burst costs, independent of
+  other load on the machine, unlike the latencies;
+* ``slowest_at_s_ms``: the five slowest requests as [scheduled second of the burst, ms];
 * ``http_5xx`` and ``errors`` (other failures: 4xx, refused, timeouts);
 * ``lost``: events acknowledged but not in the database after the drain (must be 0);
 * ``drain_s``: from the burst's end until every acknowledged event is in the database;
@@ -39,9 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +61,12 @@ from al_loop.data.schema import LabelSchema  # noqa: E402
 from al_loop.store import Store  # noqa: E402
 from al_loop.types import Example, ItemId, TaskKind  # noqa: E402
 from annotator_bridge.client import ApiClient, wait_until  # noqa: E402
+from annotator_bridge.commands.serve import DEFAULT_SERVER, SERVERS  # noqa: E402
 from annotator_bridge.labelstudio.config import build_label_config  # noqa: E402
 from annotator_bridge.settings import WEBHOOK_SECRET_HEADER  # noqa: E402
 from annotator_bridge.stack.processes import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS  # noqa: E402
 
+SENDER = Path(__file__).resolve().parent / "ingest_sender.py"
 LS_PROJECT = 990_001  # the linked Label Studio project id (never contacted: webhooks carry the annotation)
 LABELS = ("negative", "positive")
 WORDS = ("river", "engine", "garden", "number", "violin", "planet", "castle", "winter", "copper", "harbor",
@@ -152,43 +162,42 @@ def _event(n: int, item: tuple[ItemId, int, str]) -> bytes:
     return json.dumps(body).encode()
 
 
-def _burst(url: str, secret: str, events: list[bytes], rate: float, threads: int) -> dict[str, Any]:
-    lat: list[float] = []
-    late: list[float] = []
+def _burst(host: str, port: int, secret: str, events: list[bytes], rate: float, senders: int,
+           workdir: Path) -> dict[str, Any]:
+    """Send ``events`` open loop from ``senders`` processes (``ingest_sender.py``); see the module docstring."""
+    job = {"host": host, "port": port, "path": "/webhook", "rate": rate, "timeout": 10.0,
+           "headers": {"Content-Type": "application/json", WEBHOOK_SECRET_HEADER: secret},
+           "bodies": [e.decode() for e in events], "parts": senders}
+    t0 = time.monotonic() + 1.0 + 0.25 * senders  # the senders start and serialise their requests first
+    procs = []
+    for part in range(senders):
+        job_file, out = workdir / f"sender-{part}.json", workdir / f"sender-{part}.out.json"
+        job_file.write_text(json.dumps({**job, "part": part, "t0": t0}))
+        procs.append((subprocess.Popen([sys.executable, str(SENDER), str(job_file), str(out)],
+                                       stdin=subprocess.DEVNULL), out))
+    results: list[list[Any]] = []
+    sender_cpu = 0.0
+    for proc, out in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"the sender exited with {proc.returncode}")
+        done = json.loads(out.read_text())
+        results.extend(done["results"])
+        sender_cpu += float(done["cpu_s"])
+    end = max((r[3] for r in results), default=t0)
     fails: dict[str, int] = {}
     ok: list[int] = []
-    lock = threading.Lock()
-    t0 = time.perf_counter() + 0.2
-
-    def send(n: int) -> None:
-        due = t0 + n / rate
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        start = time.perf_counter()
-        req = urllib.request.Request(f"{url}/webhook", data=events[n], method="POST",
-                                     headers={"Content-Type": "application/json", WEBHOOK_SECRET_HEADER: secret})
-        kind = None
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            kind = "5xx" if exc.code >= 500 else f"http_{exc.code}"
-        except OSError as exc:
-            kind = type(exc).__name__
-        elapsed = time.perf_counter() - start
-        with lock:
-            lat.append(elapsed)
-            late.append(max(0.0, start - due))
-            if kind is None:
-                ok.append(n)
-            else:
-                fails[kind] = fails.get(kind, 0) + 1
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(send, range(len(events))))
-    end = time.perf_counter()
-    return {"latencies": lat, "late": late, "fails": fails, "ok": ok, "seconds": end - t0}
+    for n, _due, _start, _end, outcome in results:
+        if outcome == 200:
+            ok.append(n)
+            continue
+        kind = ("5xx" if outcome >= 500 else f"http_{outcome}") if isinstance(outcome, int) else str(outcome)
+        fails[kind] = fails.get(kind, 0) + 1
+    slowest = sorted(results, key=lambda r: r[1] - r[3])[:5]
+    return {"slowest": [[round(r[1] - t0, 3), _ms(r[3] - r[1])] for r in slowest],
+            "sender_cpu_s": sender_cpu, "ack": [r[3] - r[1] for r in results],
+            "ack_sent": [r[3] - r[2] for r in results],
+            "late": [max(0.0, r[2] - r[1]) for r in results], "fails": fails, "ok": ok, "seconds": end - t0,
+            "end": end}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -214,7 +223,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pid, items = _project(store, args)
         procs.start("worker-default", _al_loop(*WORKER_DEFAULT_ARGS, "--loglevel", "info"))
         procs.start("worker-train", _al_loop(*WORKER_TRAIN_ARGS, "--loglevel", "info"))
-        procs.start("serve", _al_loop(*SERVE_ARGS, "--host", "127.0.0.1", "--port", str(port)))
+        procs.start("serve", _al_loop(*SERVE_ARGS, "--server", args.server, "--host", "127.0.0.1",
+                                      "--port", str(port)))
         for name in ("worker-default", "worker-train"):
             procs.wait_log(name, "ready.", 120)
         url = f"http://127.0.0.1:{port}"
@@ -243,8 +253,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        res = _burst(url, secret, events, args.rate, args.threads)
-        burst_end = time.monotonic()
+        groups = {name: proc.pid for name, proc in procs.children}
+        cpu_before = {name: _group_cpu_s(pgid) for name, pgid in groups.items()}
+        res = _burst("127.0.0.1", port, secret, events, args.rate, args.senders, home)
+        cpu = {name: _group_cpu_s(pgid) - cpu_before[name] for name, pgid in groups.items()}
+        cpu["sender"] = res["sender_cpu_s"]
+        burst_end = res["end"]
         stop.set()
         watcher.join()
         expected = before + len(res["ok"])
@@ -256,12 +270,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             time.sleep(0.05)
         drain_s = time.monotonic() - burst_end
-        lat = res["latencies"]
+        lat, sent, late = res["ack"], res["ack_sent"], res["late"]
         figures.update({
-            "sent": n, "acked": len(res["ok"]), "burst_s": round(res["seconds"], 2),
-            "ack_p50_ms": round(_pct(lat, 50) * 1000, 1), "ack_p99_ms": round(_pct(lat, 99) * 1000, 1),
-            "ack_max_ms": round(max(lat) * 1000, 1) if lat else None,
-            "send_late_p99_ms": round(_pct(res["late"], 99) * 1000, 1),
+            "sent": n, "acked": len(res["ok"]), "burst_s": round(res["seconds"], 2), "senders": args.senders,
+            "server": args.server,
+            "ack_p50_ms": _ms(_pct(lat, 50)), "ack_p99_ms": _ms(_pct(lat, 99)), "ack_max_ms": _ms(max(lat, default=0)),
+            "ack_from_send_p50_ms": _ms(_pct(sent, 50)), "ack_from_send_p99_ms": _ms(_pct(sent, 99)),
+            "send_late_p50_ms": _ms(_pct(late, 50)), "send_late_p99_ms": _ms(_pct(late, 99)),
+            "send_late_max_ms": _ms(max(late, default=0)),
+            "slowest_at_s_ms": res["slowest"],
+            "cpu_ms_per_webhook": {name: round(v * 1000 / max(1, n), 2) for name, v in cpu.items()},
             "http_5xx": res["fails"].get("5xx", 0), "errors": {k: v for k, v in res["fails"].items() if k != "5xx"},
             "lost": max(0, expected - stored), "drain_s": round(drain_s, 2) if stored >= expected else None,
             "ingest_per_s": round(len(res["ok"]) / (res["seconds"] + drain_s), 1) if stored >= expected else None,
@@ -276,6 +294,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(home, ignore_errors=True)
     return figures
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of process group ``pgid`` (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ... utime(11) stime(12)
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _health(url: str) -> bool:
@@ -298,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=200.0, help="webhooks per second")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of the burst")
-    ap.add_argument("--threads", type=int, default=16, help="sender threads")
+    ap.add_argument("--senders", type=int, default=1, help="sender processes (each one asyncio loop)")
+    ap.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER, help="al-loop serve --server")
     ap.add_argument("--labelled", type=int, default=200, help="labels the training round trains on")
     ap.add_argument("--items", type=int, default=2000, help="pool items the webhooks annotate (cycled)")
     ap.add_argument("--train-steps", type=int, default=600, help="fine-tuning steps of the round (long enough "

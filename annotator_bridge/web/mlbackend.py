@@ -61,22 +61,31 @@ class LinkCache:
     """Label Studio project id -> al-loop project id, for the webhook path (thread-safe).
 
     ``lookup(ls_id)`` answers from memory while a found link is younger than ``ttl`` seconds, else
-    asks ``find`` (the store) and remembers a hit. Misses are never remembered.
+    asks ``find`` (the store) and remembers a hit. Misses are never remembered. While one thread
+    re-reads an expired link, the others answer with the link they have (one database read per
+    expiry, not one per concurrent webhook).
     """
 
     def __init__(self, find: Callable[[int], int | None], ttl: float = LINK_TTL,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._find, self.ttl, self._clock = find, float(ttl), clock
         self._hits: dict[int, tuple[int, float]] = {}
+        self._refreshing: set[int] = set()
         self._lock = threading.Lock()
 
     def lookup(self, ls_id: int) -> int | None:
         now = self._clock()
         with self._lock:
             hit = self._hits.get(ls_id)
-        if hit is not None and now - hit[1] < self.ttl:
-            return hit[0]
-        project_id = self._find(ls_id)
+            if hit is not None:
+                if now - hit[1] < self.ttl or ls_id in self._refreshing:
+                    return hit[0]
+                self._refreshing.add(ls_id)
+        try:
+            project_id = self._find(ls_id)
+        finally:
+            with self._lock:
+                self._refreshing.discard(ls_id)
         with self._lock:
             if project_id is None:
                 self._hits.pop(ls_id, None)

@@ -26,10 +26,14 @@ from al_loop.data.readers import read_examples
 from al_loop.errors import ConfigError, DataFormatError
 from al_loop.rounds import PredictService
 from al_loop.types import TaskKind
+from annotator_bridge.cli import build_parser
+from annotator_bridge.client import wait_until
+from annotator_bridge.commands import serve as serve_cmd
 from annotator_bridge.settings import FILESYSTEM_BROKER
+from annotator_bridge.stack.processes import SERVE_ARGS
 from annotator_bridge.web import create_app
 from annotator_bridge.web.accesslog import SecretQueryFilter, redact_secrets
-from tests.bridge.conftest_services import TEST_API_TOKEN, al_loop_env, start_server
+from tests.bridge.conftest_services import TEST_API_TOKEN, ALProcess, al_loop_env, free_port, start_server
 from tests.bridge.test_loop import cls_spec, make_env
 from tests.core.fakes import FakeModel
 
@@ -306,12 +310,49 @@ def test_redact_secrets() -> None:
     assert record.getMessage() == '127.0.0.1 "GET /webhook?secret=*** HTTP/1.1" 401'
 
 
-def test_access_log_of_the_real_server_carries_no_query_secrets(tmp_path: Path) -> None:
+def test_the_default_server_is_gunicorn_for_serve_and_the_local_stack() -> None:
+    parser = build_parser()
+    assert serve_cmd.DEFAULT_SERVER == "gunicorn"
+    stack = parser.parse_args(list(SERVE_ARGS))  # what `al-loop up` and the integration tests run
+    assert stack.func is serve_cmd.run_serve and stack.server == "gunicorn"
+    assert (stack.workers, stack.threads) == (2, 8)
+    assert parser.parse_args(["serve", "--server", "werkzeug"]).server == "werkzeug"
+
+
+@pytest.mark.parametrize("workers", ["0", "-1", "two", "100000"])
+def test_serve_refuses_bad_worker_counts(workers: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "annotator_bridge.cli", "serve", "--workers", workers],
+                         capture_output=True, text=True, timeout=60, cwd=str(REPO))
+    assert out.returncode == 2 and "--workers" in out.stderr and "Traceback" not in out.stderr
+
+
+def _start_werkzeug(env: dict[str, str], log_path: Path) -> tuple[ALProcess, str]:
+    port = free_port()
+    server = ALProcess((*SERVE_ARGS, "--server", "werkzeug", "--host", "127.0.0.1", "--port", str(port)), env,
+                       log_path).start()
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert server.alive(), server.log()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    wait_until(up, 60, 0.1, "al-loop serve --server werkzeug /health")
+    return server, url
+
+
+@pytest.mark.parametrize("server_kind", ["default", "werkzeug"])
+def test_access_log_of_the_real_server_carries_no_query_secrets(tmp_path: Path, server_kind: str) -> None:
+    """``al-loop serve`` as the local stack runs it (gunicorn) and with ``--server werkzeug``: it answers,
+    and its access log (request lines, bad request lines) never holds a secret query value."""
     secrets = [f"qsecret{i}x{MARKER}" for i in range(6)]
     env = al_loop_env(tmp_path / "home", FILESYSTEM_BROKER, AL_LOOP_IMPORT_DIRS="/",
                       **{MARKER.replace("-", "_"): MARKER})
     log_path = tmp_path / "serve.log"
-    server, url = start_server(env, log_path)
+    server, url = start_server(env, log_path) if server_kind == "default" else _start_werkzeug(env, log_path)
     try:
         def get(path: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> int:
             req = urllib.request.Request(url + path, data=data, headers=headers or {})
@@ -341,6 +382,7 @@ def test_access_log_of_the_real_server_carries_no_query_secrets(tmp_path: Path) 
     finally:
         server.stop()
     log = log_path.read_text(errors="replace")
+    assert ("Booting worker" in log) == (server_kind == "default"), log[-3000:]  # gunicorn's worker start line
     assert "GET /health?api_key=***&page=2" in log and "token=***" in log and "secret=***" in log
     for secret in secrets:
         assert secret not in log

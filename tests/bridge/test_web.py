@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -384,6 +385,31 @@ def test_link_cache_expires_hits_and_never_keeps_misses() -> None:
     assert cache.lookup(7) == 5
     cache.forget()
     assert cache.lookup(7) == 5 and len(asked) == 8
+
+
+def test_link_cache_reads_an_expired_link_once_while_others_answer() -> None:
+    now = [0.0]
+    reading, release = threading.Event(), threading.Event()
+    asked: list[int] = []
+
+    def find(ls_id: int) -> int | None:
+        asked.append(ls_id)
+        if len(asked) > 1:
+            reading.set()
+            assert release.wait(10)
+        return 3
+
+    cache = LinkCache(find, ttl=10.0, clock=lambda: now[0])
+    assert cache.lookup(7) == 3
+    now[0] = 11.0
+    answers: list[int | None] = []
+    refresher = threading.Thread(target=lambda: answers.append(cache.lookup(7)))
+    refresher.start()
+    assert reading.wait(10)
+    assert [cache.lookup(7) for _ in range(5)] == [3] * 5 and len(asked) == 2  # no second database read
+    release.set()
+    refresher.join(10)
+    assert answers == [3] and cache.lookup(7) == 3 and len(asked) == 2
 
 
 def test_webhook_when_the_queue_is_down_is_503(project: SimpleNamespace) -> None:
