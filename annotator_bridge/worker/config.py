@@ -19,8 +19,11 @@ Delivery guarantees (see DESIGN.md section 5):
   (tests) also recovers abandoned messages quickly.
 * No result backend: round status, progress and errors live in the al-loop database.
 
-Queues: ``default`` (ingest and its batched drain, push, reconcile: light I/O) and the train queue
-(``AL_LOOP_TRAIN_QUEUE``, default ``train``: rounds; one solo-pool worker per GPU).
+Queues: ``default`` (ingest and its batched drain, push, reconcile: light I/O), the train queue
+(``AL_LOOP_TRAIN_QUEUE``, default ``train``: rounds; one solo-pool worker per GPU) and ``score``
+(pool-scoring shards of rounds with ``loop.score_shards > 1``; run ``al-loop worker --queues score
+--pool solo`` on as many machines as shards; the round's own worker waits for them, so the score
+queue must have consumers other than the train worker).
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from kombu import Exchange, Queue
 from annotator_bridge.settings import Settings
 
 DEFAULT_QUEUE = "default"
+SCORE_QUEUE = "score"
 
 INGEST_TASK = "al_loop.ingest_event"
 RUN_ROUND_TASK = "al_loop.run_round"
 PUSH_ROUND_TASK = "al_loop.push_round"
 RECONCILE_TASK = "al_loop.reconcile"
 DRAIN_INGEST_TASK = "al_loop.drain_ingest"
+SCORE_SHARD_TASK = "al_loop.score_shard"
 DEFAULT_QUEUE_TASKS = (INGEST_TASK, DRAIN_INGEST_TASK, PUSH_ROUND_TASK, RECONCILE_TASK)
 
 SETTINGS_KEY = "al_loop_settings"
@@ -120,9 +125,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": (
             Queue(DEFAULT_QUEUE, exchange, routing_key=DEFAULT_QUEUE),
             Queue(train, exchange, routing_key=train),
-        ),
+        ),  # the score queue is created on first use (task_create_missing_queues), like any --queues name
         "task_routes": {
             RUN_ROUND_TASK: {"queue": train, "routing_key": train},
+            SCORE_SHARD_TASK: {"queue": SCORE_QUEUE, "routing_key": SCORE_QUEUE},
             **{name: {"queue": DEFAULT_QUEUE, "routing_key": DEFAULT_QUEUE} for name in DEFAULT_QUEUE_TASKS},
         },
         # a webhook must be acked fast: fail a publish quickly instead of retrying for long
@@ -145,6 +151,8 @@ __all__ = [
     "PUSH_ROUND_TASK",
     "RECONCILE_TASK",
     "RUN_ROUND_TASK",
+    "SCORE_QUEUE",
+    "SCORE_SHARD_TASK",
     "broker_of",
     "celery_config",
     "queues_of",

@@ -17,6 +17,9 @@ Retry policy:
   claim) is retried after ``countdown`` seconds (shorter than the visibility timeout) until the
   owner finishes (then the retry is a no-op) or its heartbeat goes stale (then it is taken
   over). A finished round is a no-op, so a duplicate or redelivered task does nothing.
+* ``score_shard`` (score queue): one shard of a round's pool (see :mod:`annotator_bridge.worker.shards`);
+  never retried: an error is left for the waiting round (which fails with it); a redelivered shard
+  (its worker died) finds its result on disk or scores again.
 * ``push_round`` / ``reconcile`` / ``ingest_event`` / ``drain_ingest``: retried on
   ``LabelStudioUnavailable`` with exponential backoff (capped at 5 min, with jitter), at most
   ``MAX_LS_RETRIES`` times.
@@ -41,6 +44,7 @@ from celery import Celery, shared_task
 from celery.signals import worker_ready
 
 from al_loop.errors import ConflictError
+from al_loop.rounds.pool_round import ShardJob
 from al_loop.rounds.service import RoundService
 from al_loop.states import PushStatus
 from al_loop.store.repository import Store
@@ -55,11 +59,13 @@ from annotator_bridge.worker.config import (
     RECONCILE_TASK,
     RETRY_COUNTDOWN_KEY,
     RUN_ROUND_TASK,
+    SCORE_SHARD_TASK,
     SETTINGS_KEY,
     stale_after_of,
 )
 from annotator_bridge.worker.dispatcher import CeleryDispatcher
 from annotator_bridge.worker.ingest_queue import drain
+from annotator_bridge.worker.shards import CeleryShardRunner, record_shard_failure
 
 log = logging.getLogger("annotator_bridge.worker")
 
@@ -111,6 +117,9 @@ def build_services(settings: Settings, app: Celery) -> WorkerServices:
         settings.artifacts_dir,
         owner=f"{socket.gethostname()}:{os.getpid()}",
         stale_after=stale_after_of(settings),
+        # a round with loop.score_shards > 1 fans its pool scoring out to the score queue; a shard that makes
+        # no progress for the visibility timeout (after which Redis would hand it to another worker) fails it
+        shard_runner=CeleryShardRunner(app, timeout=float(max(60, settings.visibility_timeout))),
     )
     dispatcher = CeleryDispatcher(app)
     loop = LoopService(store, label_studio_gateway_factory(settings), rounds, dispatcher, settings)
@@ -231,6 +240,19 @@ def run_round(self: Any, project_id: int, round_id: int) -> None:
                          max_retries=int(self.app.conf.get(MAX_ROUND_RETRIES_KEY) or 100)) from None
 
 
+@shared_task(name=SCORE_SHARD_TASK, bind=True)
+def score_shard(self: Any, job: dict[str, Any]) -> None:
+    """Score one shard of a round's pool (score queue); the waiting round reads the result from disk."""
+    shard = ShardJob.from_dict(job)
+    try:
+        result = get_services(self.app).rounds.score_shard(shard)
+    except Exception as exc:
+        log.exception("score shard %s of round %s failed", shard.shard, shard.round_id)
+        record_shard_failure(shard, exc)
+        raise
+    log.info("score shard %s of round %s: %d items scored", shard.shard, shard.round_id, result.n)
+
+
 @shared_task(name=PUSH_ROUND_TASK, bind=True, **LS_RETRY)
 def push_round(self: Any, round_id: int) -> None:
     """Send round ``round_id``'s predictions and model version to Label Studio (idempotent)."""
@@ -244,4 +266,5 @@ def reconcile(self: Any, project_id: int) -> None:
 
 
 __all__ = ["WorkerServices", "build_services", "drain_ingest", "get_services", "ingest_event", "kick_ingest",
-           "lower_training_priority", "push_round", "reconcile", "reset_services", "run_round", "settings_of"]
+           "lower_training_priority", "push_round", "reconcile", "reset_services", "run_round", "score_shard",
+           "settings_of"]
