@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 
 from al_loop.data.schema import LabelSchema
 from al_loop.store import Store
-from al_loop.store.schema import DatabaseVersionError, current_revision, head_revision
+from al_loop.store.schema import HEAD, DatabaseVersionError, current_revision, head_revision
 from al_loop.store.tables import Base
 from al_loop.types import Example, ItemId
 
@@ -76,6 +76,10 @@ def _exec(url: str, *statements: tuple[str, dict[str, Any]]) -> None:
         for sql, params in statements:
             conn.execute(text(sql), params)
     engine.dispose()
+
+
+def test_the_head_the_store_knows_is_the_newest_migration() -> None:
+    assert head_revision() == HEAD
 
 
 def test_from_scratch_the_schema_is_the_models(database_url: str) -> None:
