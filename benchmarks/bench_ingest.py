@@ -2,14 +2,14 @@
 
 Everything runs on loopback in a temporary AL_LOOP_HOME (removed afterwards): a private
 ``redis-server`` on a free port, ``al-loop worker --queues default``, ``al-loop worker --queues
-train --pool solo`` and ``al-loop serve``. A classification project linked to a (never
-contacted) Label Studio project id is written to the database, with ``--labelled`` labels and a
-pool; a round is requested through the API and, once it trains (fine-tuning MiniLM for
-``--train-steps`` steps), ``--rate`` distinct ``ANNOTATION_CREATED`` webhooks per second are
-sent for ``--duration`` seconds by ``--senders`` separate processes (``ingest_sender.py``: one
-asyncio loop each, every request serialised before the burst, a new connection per webhook as
-Label Studio sends them; open loop: request ``n`` is due at ``n / rate`` whatever the answers
-before it). Reported (JSON):
+train --pool solo`` and ``al-loop serve`` (``--server``: gunicorn, its default, or werkzeug). A
+classification project linked to a (never contacted) Label Studio project id is written to the
+database, with ``--labelled`` labels and a pool; a round is requested through the API and, once it
+trains (fine-tuning MiniLM for ``--train-steps`` steps), ``--rate`` distinct ``ANNOTATION_CREATED``
+webhooks per second are sent for ``--duration`` seconds by ``--senders`` separate processes
+(``ingest_sender.py``: one asyncio loop each, every request serialised before the burst, a new
+connection per webhook as Label Studio sends them; open loop: request ``n`` is due at ``n / rate``
+whatever the answers before it). Reported (JSON):
 
 * ``ack_p50_ms`` / ``ack_p99_ms`` / ``ack_max_ms``: from the request's scheduled time until its
   whole answer was read (so a late sender counts against the figure, nothing hides in a queue);
@@ -29,7 +29,9 @@ before it). Reported (JSON):
 Usage (the issue's figures: 200/s for 60 s; run it alone on the machine)::
 
     .venv/bin/python benchmarks/bench_ingest.py --rate 200 --duration 60 --out bench-results/ingest.json
-    .venv/bin/python benchmarks/bench_ingest.py --rate 100 --duration 5     # a quick check
+    .venv/bin/python benchmarks/bench_ingest.py --rate 200 --duration 60 --no-round \\
+        --out bench-results/ingest-noround.json
+    .venv/bin/python benchmarks/bench_ingest.py --rate 100 --duration 5 --server werkzeug   # a quick check
     .venv/bin/python benchmarks/bench_ingest.py --rate 20 --duration 2 --no-round   # smoke (no model)
 
 Bounded: the drain wait stops after ``--drain-timeout`` seconds (reported as lost events).
