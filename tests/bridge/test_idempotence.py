@@ -216,6 +216,7 @@ def test_a_database_without_version_at_is_migrated_on_open(tmp_path: Path) -> No
     store.dispose()
     with sqlite3.connect(tmp_path / "old.db") as conn:  # the table as databases before the column had it
         conn.execute("ALTER TABLE labels DROP COLUMN version_at")
+        conn.execute("DROP TABLE alembic_version")  # and, like them, from before the migrations
     reopened = Store(url)
     assert reopened.label_records(p.id)[0].version_at == T1
     assert reopened.record_label(p.id, "a", "ls:1", payload={"labels": ["pos"]}, source="ls") == "duplicate"
