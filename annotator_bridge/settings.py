@@ -8,7 +8,9 @@ Environment variables (same names in the local stack, docker compose and ``deplo
 
 ======================== ==================================================================
 ``AL_LOOP_HOME``          state folder: SQLite db, artifacts, logs, broker (default ``./.al-loop``)
-``AL_LOOP_DATABASE_URL``  SQLAlchemy URL (default ``sqlite:///$AL_LOOP_HOME/al-loop.db``)
+``AL_LOOP_DATABASE_URL``  SQLAlchemy URL (default ``sqlite:///$AL_LOOP_HOME/al-loop.db``); PostgreSQL:
+                          ``postgresql+psycopg://user:password@host:5432/db`` (``postgresql://`` is taken
+                          as psycopg 3, the ``postgres`` extra); the schema is upgraded on open
 ``AL_LOOP_BROKER_URL``    Celery broker, e.g. ``redis://127.0.0.1:6379/0``; unset = the
                           ``filesystem://`` transport under ``$AL_LOOP_HOME/broker``
 ``AL_LOOP_ARTIFACTS_DIR`` model artifacts (default ``$AL_LOOP_HOME/artifacts``)

@@ -29,7 +29,7 @@ from sqlalchemy.pool import StaticPool
 from al_loop.config import LoopConfig, TrainingConfig, config_to_dict
 from al_loop.data.align import words_of
 from al_loop.data.schema import LabelSchema
-from al_loop.errors import ConflictError, NotFoundError
+from al_loop.errors import ConfigError, ConflictError, NotFoundError
 from al_loop.states import (
     ACTIVE_ROUND_STATUSES,
     PushStatus,
@@ -105,7 +105,14 @@ def _make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    for plain in ("postgresql://", "postgres://"):  # psycopg 3 (the ``postgres`` extra), not SQLAlchemy's psycopg2
+        if url.startswith(plain):
+            url = "postgresql+psycopg://" + url[len(plain):]
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"the database URL needs the Python module {exc.name!r}, which is not installed; for "
+                          "PostgreSQL install al-loop's postgres extra (pip install 'al-loop[postgres]')") from None
 
 
 class Store:

@@ -188,3 +188,14 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(new_database_u
         t.join()
     assert errors == []
     assert _rows(url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
+
+
+def test_plain_postgresql_urls_use_psycopg_and_a_missing_driver_is_a_config_error(postgres_server: Any) -> None:
+    from al_loop.errors import ConfigError
+
+    url = postgres_server.new_database()
+    store = Store(url.replace("postgresql+psycopg://", "postgresql://"))
+    assert store.engine.dialect.driver == "psycopg" and current_revision(store.engine) == head_revision()
+    store.dispose()
+    with pytest.raises(ConfigError, match="not installed"):
+        Store(url.replace("postgresql+psycopg://", "postgresql+pg8000://"))
