@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -31,7 +33,6 @@ import numpy as np
 
 from al_loop.data.schema import LabelSchema
 from al_loop.rounds.pool_scoring import (
-    SPOOL_NAMES,
     BaseEmbed,
     ScoringSpec,
     ShardResult,
@@ -202,10 +203,8 @@ def run_shard_job(
     if spec.mode == "stream":
         keys = np.load(Path(job.folder) / "keys.npy", mmap_mode="r", allow_pickle=False)[job.start : job.stop]
     spool = None
-    if spec.mode == "full":
-        spool = Spool(job.folder, job.shard)
-        for name in SPOOL_NAMES:
-            (Path(job.folder) / f"{name}-{job.shard}.bin").unlink(missing_ok=True)  # a rerun starts afresh
+    if spec.mode == "full":  # files of this run only: a duplicate run (redelivery) writes its own
+        spool = Spool(job.folder, f"{job.scan}-{job.shard}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     result = score_shard(
         model,
         spec,

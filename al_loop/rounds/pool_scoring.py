@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,9 +128,9 @@ class Spool:
     """Row-aligned arrays appended chunk by chunk to raw files in ``folder`` (no memory map while writing:
     written pages never count against the process)."""
 
-    def __init__(self, folder: str | Path, shard: int) -> None:
+    def __init__(self, folder: str | Path, shard: int | str) -> None:
         self.folder = Path(folder)
-        self.shard = shard
+        self.shard = shard  # part of the file names: a shard run's own token, so a duplicate run never mixes in
         self.meta: dict[str, dict[str, Any]] = {}
 
     def write(self, name: str, array: np.ndarray) -> None:
@@ -294,16 +295,19 @@ def save_result(result: ShardResult, folder: str | Path) -> Path:
     """Write a shard result atomically (a temporary folder renamed into place): a redelivered shard
     that finds it done need not score again. Returns the folder."""
     target = Path(folder)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     meta: dict[str, Any] = {"n": result.n, "spools": result.spools, "used_base": result.used_base,
                             "low": _dump_topk(result.low, tmp, "low")}
     if result.top is not None:
         meta["top"] = _dump_topk(result.top, tmp, "top")
     (tmp / "meta.json").write_text(json.dumps(meta))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)  # the folder appears complete or not at all
+    except OSError:
+        if not (target / "meta.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # a duplicate run of this shard finished first: same result
     return target
 
 

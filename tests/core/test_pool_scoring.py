@@ -13,7 +13,7 @@ from al_loop.config import LoopConfig
 from al_loop.data.schema import LabelSchema
 from al_loop.rounds.pool_phase import score_pool
 from al_loop.rounds.pool_round import PoolSnapshot, ShardJob, run_shard_job, shard_ranges
-from al_loop.rounds.pool_scoring import plan_scoring
+from al_loop.rounds.pool_scoring import load_result, open_spools, plan_scoring, save_result
 from al_loop.rounds.scoring import rank_pool
 from al_loop.strategies import DedupedStrategy, make_strategy, strategies_for
 from al_loop.strategies.modal_adapter import top_n
@@ -248,3 +248,24 @@ def test_unknown_strategies_keep_the_one_call_path(tmp_path: Path) -> None:
     assert plan_scoring(DedupedStrategy(Custom()), schema, 3, stored=5, chunk_size=4, base_embed=False) is None
     want = rank_pool(model, Custom(), schema, ids, texts, labelled, 3, np.random.default_rng(0), timings={})
     assert _chunked(model, Custom(), schema, ids, texts, labelled, 3, 0, tmp_path, chunk=4) == want
+
+
+def test_two_runs_of_one_shard_do_not_mix(tmp_path: Path) -> None:
+    """A shard redelivered while its first run still goes writes its own spool files; the second result to
+    finish finds the first in place and leaves it."""
+    model, schema, _ = _model("classification")
+    texts = _texts(12, 9, False)
+    ids = [ItemId(f"x{i}") for i in range(len(texts))]
+    snapshot = PoolSnapshot.write(tmp_path, [ids])
+    spec = plan_scoring(make_strategy("ranked_batch", "classification"), schema, 3, stored=5, chunk_size=4,
+                        base_embed=False)
+    assert spec is not None and spec.mode == "full"
+    by_id = dict(zip(ids, texts))
+    job = ShardJob(1, 1, str(tmp_path), 0, 0, 12, snapshot.n, spec.to_dict())
+    first = run_shard_job(job, model, lambda xs: [by_id[x] for x in xs], persist=False)
+    second = run_shard_job(job, model, lambda xs: [by_id[x] for x in xs], persist=False)
+    assert first.spools[0]["embeddings"]["path"] != second.spools[0]["embeddings"]["path"]
+    save_result(first, job.result_dir)
+    save_result(second, job.result_dir)
+    assert load_result(job.result_dir).spools == first.spools
+    assert open_spools(first.spools, tmp_path)["embeddings"].shape == (12, 3)
