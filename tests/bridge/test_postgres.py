@@ -99,6 +99,21 @@ def test_oversized_webhook_values_are_4xx_and_store_nothing(web: SimpleNamespace
 
 
 # ------------------------------------------------------------------------------- live loop
+def _get_ok(url: str, headers: dict[str, str]) -> str:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as resp:
+        assert resp.status == 200, url
+        return str(resp.read().decode())
+
+
+def _monitoring_answers(base: str, pid: int) -> None:
+    """The status API, the dashboard (page, data, a round) and /metrics read PostgreSQL (aggregates, JSON)."""
+    auth = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
+    status = json.loads(_get_ok(f"{base}/api/projects/{pid}/status", auth))
+    assert status, status
+    for path in (f"/dashboard/{pid}", f"/dashboard/{pid}/data.json", "/metrics"):
+        _get_ok(base + path, auth)
+
+
 def _post(url: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json", **headers})
@@ -186,6 +201,7 @@ def test_serve_and_workers_share_one_postgresql_database(pg_stack: Any, shared_d
     finally:
         dispatcher.close()
     assert len(stack.store.labelled_examples(pid)) == 20
+    _monitoring_answers(stack.base, pid)
     headers = {"X-AL-Loop-Secret": TEST_WEBHOOK_SECRET}
     status, _ = _post(f"{stack.base}/webhook", {"action": "TASKS_CREATED", "project": {"id": 1},
                                                 "tasks": [{"id": 3, "data": {"item_id": "x" * 5000}}]}, headers)
@@ -234,6 +250,8 @@ def test_a_real_round_on_the_train_worker_writes_to_postgresql(pg_stack: Any, sh
     assert rnd.model_version_id is not None and len(stack.store.get_scores(rid)) == 40
     assert sum(s.selected for s in stack.store.get_scores(rid)) == 8
     assert stack.store.list_versions(pid)[0].status in ("promoted", "candidate")
+    _monitoring_answers(stack.base, pid)
+    _get_ok(f"{stack.base}/dashboard/{pid}/rounds/{rid}", {"Authorization": f"Bearer {TEST_API_TOKEN}"})
     assert {i.item_id for i in stack.store.get_items(pid)} >= {p["id"] for p in pool}
 
 
