@@ -249,3 +249,51 @@ def test_redelivered_event_does_not_revive_a_deleted_annotation(store: Store) ->
         store.record_label(p.id, "a", "ls:1", payload={"labels": ["neg"]}, source="ls", updated_at=later) == "updated"
     )
     assert [e.labels for e in store.labelled_examples(p.id)] == [("neg",)]
+
+
+def _at_once(n: int, fn) -> list[object]:
+    """Run ``fn(i)`` in ``n`` threads released together; their results or exceptions."""
+    import threading
+
+    start = threading.Barrier(n)
+    out: list[object] = [None] * n
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            out[i] = fn(i)
+        except Exception as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_concurrent_round_requests_create_one_round(store: Store) -> None:
+    """The "one active round per project" check under real concurrency (PostgreSQL: the project row lock)."""
+    p = _cls_project(store)
+    results = _at_once(8, lambda _i: store.create_round(p.id, trigger="api", strategy="random", batch_size=5, seed=1))
+    created = [r for r in results if not isinstance(r, Exception)]
+    assert len(created) == 1, results
+    assert all(isinstance(r, ConflictError) for r in results if r not in created), results
+    assert [r.index for r in store.list_rounds(p.id)] == [0]
+
+
+def test_concurrent_deliveries_of_one_annotation_store_it_once(store: Store) -> None:
+    p = _cls_project(store)
+    store.add_items(p.id, [Example(ItemId("a"), "x")])
+    t1 = datetime(2026, 1, 1, 12, 0, 0)
+    results = _at_once(8, lambda _i: store.record_label(p.id, "a", "ls:1", payload={"labels": ["pos"]}, source="ls",
+                                                        updated_at=t1))
+    assert sorted(map(str, results)) == ["created"] + ["duplicate"] * 7, results
+    assert len(store.label_records(p.id)) == 1
+
+
+def test_concurrent_projects_with_one_name_are_one_project(store: Store) -> None:
+    results = _at_once(6, lambda _i: _cls_project(store, "same"))
+    assert sum(not isinstance(r, Exception) for r in results) == 1, results
+    assert all(isinstance(r, ConflictError) for r in results if isinstance(r, Exception)), results
