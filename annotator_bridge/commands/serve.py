@@ -98,7 +98,53 @@ def build_web_app(settings: Any = None) -> Any:
     celery = make_celery(settings)
     app = create_app(settings, dispatcher=CeleryDispatcher(celery))
     set_queue_probe(app, make_queue_probe(settings, celery, timeout=0.5))
+    warm_up(app)
     return app
+
+
+def warm_up(app: Any) -> list[str]:
+    """Pay before the first request what the first webhook would otherwise pay (about 0.2 s of imports and
+    connections: the Celery task registry, result backend and broker connection, the ingest list's Redis
+    connection, the Label Studio links, Flask's first request). Best effort: a step that fails (the broker
+    is down) is logged and left to the first request. Returns the steps that failed."""
+    from annotator_bridge.web.context import services
+    from annotator_bridge.worker.config import DEFAULT_QUEUE
+
+    svc = services(app)
+    dispatcher = svc.dispatcher
+    celery = getattr(dispatcher, "app", None)
+
+    def broker() -> None:
+        if celery is None:
+            return
+        celery.finalize(auto=True)
+        _ = celery.backend
+        with celery.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1)
+            producer.maybe_declare(celery.amqp.queues[DEFAULT_QUEUE])
+
+    def ingest_list() -> None:
+        queue = getattr(dispatcher, "ingest_queue", None)
+        if queue is not None:
+            queue.depth()
+
+    def links() -> None:
+        for project in svc.store.list_projects():
+            link = svc.store.get_link(project.id)
+            if link is not None:
+                svc.links.lookup(int(link.ls_project_id))
+
+    def flask() -> None:
+        app.test_client().get("/health")
+
+    failed = []
+    for name, step in (("broker", broker), ("ingest list", ingest_list), ("links", links), ("flask", flask)):
+        try:
+            step()
+        except Exception as exc:  # best effort: the first request does it again
+            failed.append(name)
+            log.warning("warm-up: %s: %s: %s", name, type(exc).__name__, exc)
+    return failed
 
 
 def _checked_settings(process: str) -> Any:
@@ -156,6 +202,8 @@ def _serve_gunicorn(args: argparse.Namespace) -> int:
                 "accesslog": "-",
                 "logger_class": _RedactingLogger,
             }
+            if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):  # heartbeat file off a disk /tmp
+                opts["worker_tmp_dir"] = "/dev/shm"
             for key, value in opts.items():
                 self.cfg.set(key, value)
 

@@ -6,18 +6,19 @@ tries to take the drain lock ``al_loop:ingest:drain`` (``SET NX`` with a TTL). O
 that took the lock sends one ``drain_ingest`` task carrying the lock's token, so at most one
 drain is queued or running at any time, and a burst of webhooks costs one Redis round trip each.
 
-The drain (:func:`drain`) reads up to ``batch_size`` events (``LRANGE``, nothing removed),
-applies them per project in one transaction (``LoopService.handle_events``), and only then
-removes them (``LTRIM``, done by a script only while its token still holds the lock); after a
-batch smaller than ``batch_size`` it waits ``GATHER`` seconds, so a steady stream of webhooks is
-applied in batches of about rate x ``GATHER`` events (at 200 webhooks/s the drain worker's CPU per
-event fell by about a third, CPU the web process and Redis share on a small machine), each event
-waiting at most about ``GATHER`` longer. Events leave the list only once applied, so a worker
-killed mid-batch leaves them there: the next drain applies them again (ingest is idempotent). When the list is empty the drain releases the lock and looks once more,
-so an event appended while it was releasing is never stranded (its producer either took the
-lock itself or saw it held by a drain that then finds the event). A lock whose holder died
-expires after ``LOCK_TTL`` seconds; the next webhook, or a worker that starts, schedules a new
-drain. Events of one project keep their order (one drain at a time, first in first out).
+The drain (:func:`drain`) reads up to ``batch_size`` events (``LRANGE``, nothing removed), applies
+them per project in one transaction (``LoopService.handle_events``), and only then removes them
+(``LTRIM``, done by a script only while its token still holds the lock); after a batch smaller than
+``batch_size`` it waits ``GATHER`` seconds, so a steady stream of webhooks is applied in batches of
+about rate x ``GATHER`` events (at 200 webhooks/s the drain worker's CPU per event fell by about a
+third, CPU the web process and Redis share on a small machine), each event waiting at most about
+``GATHER`` longer. Events leave the list only once applied, so a worker killed mid-batch leaves them
+there: the next drain applies them again (ingest is idempotent). When the list is empty the drain
+releases the lock and looks once more, so an event appended while it was releasing is never stranded
+(its producer either took the lock itself or saw it held by a drain that then finds the event). A
+lock whose holder died expires after ``LOCK_TTL`` seconds; the next webhook, or a worker that
+starts, schedules a new drain. Events of one project keep their order (one drain at a time, first in
+first out).
 
 Other brokers (the filesystem transport) keep one ``ingest_event`` task per webhook.
 """

@@ -671,3 +671,51 @@ def test_default_gateway_needs_label_studio_settings(tmp_path: Path) -> None:
     gw = label_studio_gateway_factory(configured)()
     assert isinstance(gw, LabelStudioGateway) and gw.url == "http://127.0.0.1:1"
     gw.close()
+
+
+# ---------------------------------------------------------------------------- al-loop serve's app
+def _serve_settings(tmp_path: Path, **extra: str) -> Any:
+    from annotator_bridge.settings import Settings
+
+    settings = Settings.from_env({"AL_LOOP_HOME": str(tmp_path / "home"), "AL_LOOP_API_TOKEN": TOKEN,
+                                  "AL_LOOP_WEBHOOK_SECRET": SECRET, **extra})
+    settings.ensure_dirs()
+    return settings
+
+
+def test_serve_warms_up_so_the_first_webhook_reads_no_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from al_loop.store import Store
+    from annotator_bridge.commands.serve import build_web_app, warm_up
+
+    settings = _serve_settings(tmp_path)
+    store = Store(settings.database_url)
+    (tmp_path / "spec").mkdir()
+    env = make_env(tmp_path / "spec")  # a Label Studio fake and its webhook bodies
+    project = env.loop.create_project(cls_spec())
+    env.loop.import_items(project.id, cls_items(3))
+    ls_id = env.store.get_link(project.id).ls_project_id
+    schema, loop_cfg, training = project.schema, project.loop, project.training
+    mine = store.create_project("served", schema, "default", loop_cfg, training, ls_project_id=ls_id,
+                                link={"attached": True})
+    store.dispose()
+    app = build_web_app(settings)  # warms up
+    services = app.extensions["al_loop"]
+    lookups: list[int] = []
+    monkeypatch.setattr(services.store, "find_link", lambda ls: lookups.append(ls))
+    body = env.gw.annotate(env.gw.task_of(ls_id, "i0"), choice("pos"))
+    resp = app.test_client().post("/webhook", json=body, headers=HOOK)
+    assert resp.status_code == 200 and resp.get_json()["project_id"] == mine.id
+    assert lookups == []  # the link was read at start-up
+    assert warm_up(app) == []
+    services.dispatcher.close()
+
+
+def test_serve_starts_when_the_broker_is_down(tmp_path: Path) -> None:
+    from annotator_bridge.commands.serve import build_web_app, warm_up
+    from tests.bridge.conftest_services import free_port
+
+    settings = _serve_settings(tmp_path, AL_LOOP_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")
+    app = build_web_app(settings)  # the warm-up's failures are logged, never raised
+    assert warm_up(app) == ["broker", "ingest list"]
+    assert app.test_client().get("/health").status_code == 200
+    app.extensions["al_loop"].dispatcher.close()
