@@ -18,11 +18,11 @@ integers, real Unicode, no NUL: 400 otherwise).
   (unknown Label Studio project = 404), then ``dispatcher.ingest_event`` and ``{"status":
   "queued"}``. Label Studio waits 1 s and never retries, so nothing slow happens here: in the
   steady state the webhook does not touch the database at all. The Label Studio project ->
-  al-loop project mapping comes from :class:`LinkCache` (a link found in the database is kept
-  for ``LINK_TTL`` seconds; an unknown project is looked up every time, so a project linked a
-  moment ago is found at once). Without it every webhook opened SQLite transactions, which wait
-  for the ingest drain's and the training worker's write transactions (the long tail of the
-  load benchmark).
+  al-loop project mapping comes from :class:`LinkCache` (a known link is answered from memory
+  and re-read in the background every ``LINK_TTL`` seconds; an unknown project is looked up
+  every time, so a project linked a moment ago is found at once). Without it every webhook
+  opened SQLite transactions, which wait for the ingest drain's and the training worker's write
+  transactions (the long tail of the load benchmark).
 """
 
 from __future__ import annotations
@@ -54,21 +54,25 @@ NO_MODEL_VERSION = "al-loop-untrained"
 EMPTY_SCORE = 1.0
 FORWARDED_IGNORED = frozenset({"TASKS_CREATED", "PROJECT_UPDATED"})
 LINK_TTL = 60.0
-"""Seconds a found Label Studio link is answered from memory (links are never moved; this bounds staleness)."""
+"""Seconds after which a known Label Studio link is re-read (in the background; links are never moved today,
+this bounds how stale one can get)."""
 
 
 class LinkCache:
     """Label Studio project id -> al-loop project id, for the webhook path (thread-safe).
 
-    ``lookup(ls_id)`` answers from memory while a found link is younger than ``ttl`` seconds, else
-    asks ``find`` (the store) and remembers a hit. Misses are never remembered. While one thread
-    re-reads an expired link, the others answer with the link they have (one database read per
-    expiry, not one per concurrent webhook).
+    ``lookup(ls_id)`` answers a known link from memory. A link older than ``ttl`` seconds is still
+    answered at once, and one background thread (``spawn``) re-reads it: no webhook waits for the
+    database for a known link (a read can wait long behind the drain's and a round's write
+    transactions on SQLite). An unknown project is asked of ``find`` (the store) every time, so a
+    link made a moment ago is found at once; a re-read that finds no link drops it.
     """
 
     def __init__(self, find: Callable[[int], int | None], ttl: float = LINK_TTL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 spawn: Callable[[Callable[[], None]], Any] | None = None) -> None:
         self._find, self.ttl, self._clock = find, float(ttl), clock
+        self._spawn = spawn or _daemon_thread
         self._hits: dict[int, tuple[int, float]] = {}
         self._refreshing: set[int] = set()
         self._lock = threading.Lock()
@@ -77,15 +81,17 @@ class LinkCache:
         now = self._clock()
         with self._lock:
             hit = self._hits.get(ls_id)
-            if hit is not None:
-                if now - hit[1] < self.ttl or ls_id in self._refreshing:
-                    return hit[0]
+            stale = hit is not None and now - hit[1] >= self.ttl and ls_id not in self._refreshing
+            if stale:
                 self._refreshing.add(ls_id)
-        try:
-            project_id = self._find(ls_id)
-        finally:
-            with self._lock:
-                self._refreshing.discard(ls_id)
+        if hit is None:
+            return self._read(ls_id, now)
+        if stale:
+            self._spawn(lambda: self._refresh(ls_id))
+        return hit[0]
+
+    def _read(self, ls_id: int, now: float) -> int | None:
+        project_id = self._find(ls_id)
         with self._lock:
             if project_id is None:
                 self._hits.pop(ls_id, None)
@@ -93,9 +99,22 @@ class LinkCache:
                 self._hits[ls_id] = (project_id, now)
         return project_id
 
+    def _refresh(self, ls_id: int) -> None:
+        try:
+            self._read(ls_id, self._clock())
+        except Exception as exc:  # the stale link stays; the next lookup tries again
+            log.warning("webhook: could not re-read the link of Label Studio project %s: %s", ls_id, exc)
+        finally:
+            with self._lock:
+                self._refreshing.discard(ls_id)
+
     def forget(self) -> None:
         with self._lock:
             self._hits.clear()
+
+
+def _daemon_thread(target: Callable[[], None]) -> None:
+    threading.Thread(target=target, name="al-loop-link-refresh", daemon=True).start()
 
 
 def _services() -> Any:

@@ -360,7 +360,7 @@ def test_webhook_reads_the_link_from_the_database_once(project: SimpleNamespace,
     assert {e.item_id for e in web.store.labelled_examples(web.pid)} == {"i0", "i1", "i2"}
 
 
-def test_link_cache_expires_hits_and_never_keeps_misses() -> None:
+def test_link_cache_answers_known_links_and_re_reads_them_behind() -> None:
     now = [0.0]
     table: dict[int, int] = {}
     asked: list[int] = []
@@ -369,47 +369,60 @@ def test_link_cache_expires_hits_and_never_keeps_misses() -> None:
         asked.append(ls_id)
         return table.get(ls_id)
 
-    cache = LinkCache(find, ttl=10.0, clock=lambda: now[0])
-    assert cache.lookup(7) is None and cache.lookup(7) is None and asked == [7, 7]
+    cache = LinkCache(find, ttl=10.0, clock=lambda: now[0], spawn=lambda refresh: refresh())
+    assert cache.lookup(7) is None and cache.lookup(7) is None and asked == [7, 7]  # misses are not kept
     table[7] = 3  # linked a moment later: found at once
     assert cache.lookup(7) == 3 and asked == [7, 7, 7]
     now[0] = 9.9
     assert cache.lookup(7) == 3 and len(asked) == 3
     now[0] = 10.0
     table[7] = 4
+    assert cache.lookup(7) == 3 and len(asked) == 4  # expired: answered, and re-read behind the answer
     assert cache.lookup(7) == 4 and len(asked) == 4
     del table[7]
     now[0] = 30.0
-    assert cache.lookup(7) is None and cache.lookup(7) is None and len(asked) == 6
+    assert cache.lookup(7) == 4 and len(asked) == 5  # the re-read finds no link: dropped
+    assert cache.lookup(7) is None and len(asked) == 6
     table[7] = 5
     assert cache.lookup(7) == 5
     cache.forget()
     assert cache.lookup(7) == 5 and len(asked) == 8
 
 
-def test_link_cache_reads_an_expired_link_once_while_others_answer() -> None:
+def test_link_cache_re_reads_an_expired_link_once_and_no_webhook_waits() -> None:
     now = [0.0]
     reading, release = threading.Event(), threading.Event()
     asked: list[int] = []
+    threads: list[threading.Thread] = []
 
     def find(ls_id: int) -> int | None:
         asked.append(ls_id)
-        if len(asked) > 1:
+        if len(asked) == 2:
             reading.set()
             assert release.wait(10)
+            return 4
+        if len(asked) == 3:
+            raise RuntimeError("database gone")
         return 3
 
-    cache = LinkCache(find, ttl=10.0, clock=lambda: now[0])
+    def spawn(refresh: Any) -> None:
+        threads.append(threading.Thread(target=refresh))
+        threads[-1].start()
+
+    cache = LinkCache(find, ttl=10.0, clock=lambda: now[0], spawn=spawn)
     assert cache.lookup(7) == 3
     now[0] = 11.0
-    answers: list[int | None] = []
-    refresher = threading.Thread(target=lambda: answers.append(cache.lookup(7)))
-    refresher.start()
-    assert reading.wait(10)
-    assert [cache.lookup(7) for _ in range(5)] == [3] * 5 and len(asked) == 2  # no second database read
+    assert cache.lookup(7) == 3 and reading.wait(10)
+    assert [cache.lookup(7) for _ in range(5)] == [3] * 5 and len(asked) == 2 and len(threads) == 1
     release.set()
-    refresher.join(10)
-    assert answers == [3] and cache.lookup(7) == 3 and len(asked) == 2
+    threads[0].join(10)
+    assert cache.lookup(7) == 4 and len(asked) == 2
+    now[0] = 22.0
+    assert cache.lookup(7) == 4  # this re-read fails: the link stays, the next lookup tries again
+    threads[1].join(10)
+    assert cache.lookup(7) == 4 and len(threads) == 3
+    threads[2].join(10)
+    assert asked == [7, 7, 7, 7] and cache.lookup(7) == 3
 
 
 def test_webhook_when_the_queue_is_down_is_503(project: SimpleNamespace) -> None:
