@@ -182,17 +182,24 @@ class ShardResult:
 
 def predict_rows(model: Any, spec: ScoringSpec, ids: Sequence[ItemId], texts: Sequence[str]) -> list[Any]:
     """Stored rows ``(id, confidence, prediction)`` of a few items, predicted now."""
-    return _chunk_outputs(model, ScoringSpec(spec.task, spec.multi_label, spec.mode), ids, texts, None)[1]
+    rows = _chunk_outputs(model, ScoringSpec(spec.task, spec.multi_label, spec.mode), ids, texts, None)[1]
+    return _with_payloads(rows, TaskKind(spec.task))
+
+
+def _with_payloads(rows: list[Any], task: TaskKind) -> list[Any]:
+    """``(id, confidence, model prediction)`` -> ``(id, confidence, stored prediction payload)``: made for the
+    rows a shard keeps only, not for every pool item."""
+    return [(r[0], r[1], prediction_payload(task, r[2], r[1])) for r in rows]
 
 
 def _chunk_outputs(
     model: Any, spec: ScoringSpec, ids: Sequence[ItemId], texts: Sequence[str], base_embed: BaseEmbed | None
 ) -> tuple[Any, list[tuple[str, float, dict[str, Any]]], np.ndarray | None]:
-    """Model outputs, stored rows ``(id, confidence, prediction)`` and the frozen base embeddings (or None)."""
+    """Model outputs, rows ``(id, confidence, model prediction)`` and the frozen base embeddings (or None)."""
     task = TaskKind(spec.task)
     out = model.predict(list(texts), embeddings=True)
     conf = [item_confidence(out, i, task, spec.multi_label) for i in range(len(ids))]
-    rows = [(str(ids[i]), conf[i], prediction_payload(task, out.predicted[i], conf[i])) for i in range(len(ids))]
+    rows = [(str(ids[i]), conf[i], out.predicted[i]) for i in range(len(ids))]
     base = base_embed(texts) if (spec.dedupe and spec.base_embed and base_embed is not None) else None
     return out, rows, None if base is None else np.asarray(base)
 
@@ -252,6 +259,9 @@ def score_shard(
         done += len(ids)
         if on_chunk is not None:
             on_chunk(done)
+    low.rows = _with_payloads(low.rows, task)
+    if top is not None:
+        top.rows = _with_payloads(top.rows, task)
     return ShardResult(n=done, top=top, low=low, spools=[spool.meta] if spool is not None else [], used_base=used_base)
 
 
