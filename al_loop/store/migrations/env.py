@@ -2,8 +2,7 @@
 
 al-loop passes an open connection (``config.attributes["connection"]``, inside the transaction and lock
 that ``al_loop.store.schema.upgrade`` holds); the ``alembic`` command line of a developer gives none, and
-the URL is then ``AL_LOOP_DATABASE_URL`` (read by the caller's shell, passed as ``-x url=...``, or
-``sqlalchemy.url`` in the ini file).
+the database is then ``-x url=...`` (or ``sqlalchemy.url`` in the ini file). The environment is not read here.
 """
 
 from __future__ import annotations
