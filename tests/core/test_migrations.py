@@ -199,3 +199,18 @@ def test_plain_postgresql_urls_use_psycopg_and_a_missing_driver_is_a_config_erro
     store.dispose()
     with pytest.raises(ConfigError, match="not installed"):
         Store(url.replace("postgresql+psycopg://", "postgresql+pg8000://"))
+
+
+def test_the_developer_alembic_commands_work_on_the_packaged_environment(tmp_path: Path) -> None:
+    """``alembic -c al_loop/store/migrations/alembic.ini -x url=... upgrade head``, then ``check`` (the docs)."""
+    import subprocess
+    import sys
+
+    ini = Path(__file__).resolve().parents[2] / "al_loop" / "store" / "migrations" / "alembic.ini"
+    url = f"sqlite:///{tmp_path / 'scratch.db'}"
+    for args in (["upgrade", "head"], ["check"]):
+        res = subprocess.run([sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={url}", *args],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert "No new upgrade operations detected" in res.stdout + res.stderr
+    assert current_revision(create_engine(url)) == head_revision()
