@@ -127,6 +127,12 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template1')
         return self.url(name)
 
+    def drop_database(self, database_url: str) -> None:
+        """Drop a database made by ``new_database`` (its open connections are ended: a test's store may hold some)."""
+        name = database_url.rsplit("/", 1)[1]
+        with self._connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def execute(self, database_url: str, sql: str) -> None:
         """Run raw SQL (several statements) on a database of this server."""
         with self._connect(database_url.rsplit("/", 1)[1]) as conn:

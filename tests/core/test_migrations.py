@@ -97,15 +97,19 @@ def test_create_all_in_memory_gives_the_schema_the_migrations_give(database_url:
     if migrated.engine.dialect.name == "sqlite":
         assert _describe(memory.engine) == _describe(migrated.engine)
     else:  # the same models in another dialect: compare against create_all on a fresh PostgreSQL database
-        fresh = create_engine(database_url.rsplit("/", 1)[0] + "/postgres")
+        admin = create_engine(database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
         blank = database_url + "_create_all"
-        with fresh.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{blank.rsplit("/", 1)[1]}"')
-        fresh.dispose()
         created = create_engine(blank)
-        Base.metadata.create_all(created)
-        assert _describe(created) == _describe(migrated.engine)
-        created.dispose()
+        try:
+            Base.metadata.create_all(created)
+            assert _describe(created) == _describe(migrated.engine)
+        finally:
+            created.dispose()
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE "{blank.rsplit("/", 1)[1]}"')
+            admin.dispose()
     migrated.dispose()
 
 
