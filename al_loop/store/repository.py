@@ -752,6 +752,10 @@ class Store:
             for key, value in fields.items():
                 if not hasattr(RoundRow, key):
                     raise AttributeError(f"rounds have no field {key}")
+                if key == "error" and isinstance(value, str):
+                    value = value.replace("\x00", "")  # an exception's text: PostgreSQL refuses NUL
+                elif isinstance(value, str):
+                    check_string(f"round field {key}", value, getattr(RoundRow, key))
                 setattr(row, key, value)
             row.heartbeat_at = self.clock()
             return _round(row)
@@ -1029,6 +1033,8 @@ def _link_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise AttributeError(f"Label Studio links have no field(s) {', '.join(unknown)}")
     columns = LabelStudioLinkRow.__table__.c
+    fields = {k: v.replace("\x00", "") if k in ("ml_backend_error", "config_warning") and isinstance(v, str) else v
+              for k, v in fields.items()}  # messages, not data: PostgreSQL refuses NUL in text
     for key, value in fields.items():
         kind = columns[key].type
         if isinstance(value, str):

@@ -59,6 +59,8 @@ def test_project_fields(store: Store) -> None:
         store.update_link(p.id, label_config="<View>\x00</View>")
     with pytest.raises(ValueOutOfBoundsError, match="link field ml_backend_id"):
         store.update_link(p.id, ml_backend_id=2**40)
+    link = store.update_link(p.id, ml_backend_error="refused\x00", config_warning="odd\x00 config")
+    assert (link.ml_backend_error, link.config_warning) == ("refused", "odd config")
     assert store.get_project(p.id).name == "n" * 200
 
 
@@ -98,5 +100,9 @@ def test_labels_rejections_versions_rounds_and_simulations(store: Store) -> None
                           train_report={}, artifact_path="/a")
     r = store.create_round(p.id, trigger="api", strategy="random", batch_size=1, seed=1)
     assert store.claim_round(r.id, "w" * 300, timedelta(minutes=1)).owner == "w" * 200
+    # an error or warning text is a message: its NUL characters are dropped, a field with a length is checked
+    assert store.update_round(r.id, error="bad\x00thing", report={"k": "v\x00w"}).error == "badthing"
+    with pytest.raises(ValueOutOfBoundsError, match="round field version_tag"):
+        store.update_round(r.id, version_tag="t" * 201)
     sid = store.add_simulation(p.id, "s" * 300, [])
     assert [s["name"] for s in store.list_simulations(p.id) if s["id"] == sid] == ["s" * 200]
