@@ -119,6 +119,7 @@ TRAINING_BOUNDS: dict[str, Bound] = {
     "freeze_embeddings": Bound("bool"),
     "freeze_layers": _ints(0, 100),
     "frozen_cache_mb": _ints(0, 1_000_000),
+    "bf16_weights": Bound("bool"),
     "learner": Bound("str"),
     "holdout_folds": _ints(2, 100),
     "min_holdout": _ints(1, 1_000_000),
@@ -186,6 +187,7 @@ class TrainingConfig:
     token_head: str = "probe"  # fine-tuned NER: "probe" (normalised token head, LP-FT start) | "hf" (the model's own)
     seed: int = 13
     precision: str = "auto"  # "auto" | "fp32" | "bf16"
+    bf16_weights: bool = True  # bf16 precision: score with a bf16 copy of the weights (False: autocast over fp32)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     inference_batch_size: int = 32
 

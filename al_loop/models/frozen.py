@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MAX_FINGERPRINTS", "FrozenBottom", "LowerStateCache", "clear_lower_cache", "lower_cache", "split_encoder"]
 
-MAX_FINGERPRINTS = 2
+MAX_FINGERPRINTS = 4  # e.g. two base models, each with fp32 (training) and bf16 (scoring) weights
 
 
 def split_encoder(body: Any) -> tuple[Any, Any] | None:

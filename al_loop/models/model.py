@@ -154,6 +154,7 @@ class TextModel:
         self.autocast_dtype = autocast_dtype
         self.manifest = manifest
         self._fresh_head = fresh_head
+        self._scoring: Any = None  # bf16 copy of the weights for inference (see _scoring_model), made lazily
         max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         # BERT-like models accept max_position_embeddings tokens; RoBERTa-like reserve 2 for the padding offset
         limit = (
@@ -405,6 +406,7 @@ class TextModel:
         order = sorted(range(len(windows)), key=lambda j: -len(windows[j].ids))
         bs = self.config.inference_batch_size
         self.model.eval()
+        scorer = self._scoring_model()
         with torch.inference_mode():
             for b0 in range(0, len(order), bs):
                 idx = order[b0 : b0 + bs]
@@ -417,7 +419,7 @@ class TextModel:
                     mask[r, :n] = 1
                 ids, mask = ids.to(self.device), mask.to(self.device)
                 with self._autocast():
-                    out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden)
+                    out = scorer(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden)
                 if token_hidden:
                     h_np = out.hidden_states[-1].float().cpu().numpy()
                     for r, j in enumerate(idx):
@@ -434,6 +436,16 @@ class TextModel:
                     pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
                     embs[idx] = pooled.cpu().numpy()
         return outs, embs
+
+    def _scoring_model(self) -> Any:
+        """The module :meth:`predict` runs: with bf16 autocast and ``config.bf16_weights`` a bf16 copy of the
+        weights (made once per trained state: autocast would cast every fp32 weight again in every batch), else
+        ``self.model``. Its frozen lower layers (bf16 weights: its own cache space) are set up as the model's."""
+        if self.autocast_dtype != torch.bfloat16 or not self.config.bf16_weights:
+            return self.model
+        if self._scoring is None:
+            self._scoring = bf16_copy(self.model, self.config, self.max_length)
+        return self._scoring
 
     @staticmethod
     def _pool_windows(
@@ -570,8 +582,10 @@ class TextModel:
             embedding.weight.requires_grad_(not (self.config.freeze_embeddings or frozen))
 
         def validate() -> float:
+            self._scoring = None  # the weights changed since the last copy
             return float(self._score(val))
 
+        self._scoring = None
         report = train_loop(
             self.model,
             features,
@@ -587,6 +601,7 @@ class TextModel:
             progress=progress,
         )
         self._fresh_head = False
+        self._scoring = None  # the weights changed
         return report
 
     def _probe_head(self, train: Sequence[Example]) -> None:
@@ -636,6 +651,28 @@ def stored_training_config(manifest: dict[str, Any], artifact_dir: str | Path) -
     except (ConfigError, TypeError) as exc:
         log.warning("artifact %s: stored training config unusable (%s); using defaults", artifact_dir, exc)
         return TrainingConfig()
+
+
+def bf16_copy(model: Any, config: TrainingConfig, max_length: int) -> Any:
+    """An inference copy of ``model`` with bfloat16 weights (al-loop's heads: with the same frozen lower layers)."""
+    import copy
+
+    if isinstance(model, MeanPooledClassifier | NormalisedTokenClassifier):
+        k = model.frozen_layers
+        bottom, model._bottom = model._bottom, None
+        try:
+            dup = copy.deepcopy(model)
+        finally:
+            model._bottom = bottom
+        if k:
+            dup.freeze_lower(k, config.frozen_cache_mb, extra=f"max_length={max_length}")
+    else:
+        dup = copy.deepcopy(model)
+    dup.to(torch.bfloat16)
+    dup.eval()
+    for p in dup.parameters():
+        p.requires_grad_(False)
+    return dup
 
 
 def decode_label_probs(schema: LabelSchema, probs: np.ndarray) -> list[tuple[str, ...]]:

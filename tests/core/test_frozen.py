@@ -14,7 +14,7 @@ import torch
 from al_loop.config import TrainingConfig
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError
-from al_loop.models.frozen import LowerStateCache, clear_lower_cache, lower_cache
+from al_loop.models.frozen import MAX_FINGERPRINTS, LowerStateCache, clear_lower_cache, lower_cache
 from al_loop.models.model import TextModel
 from al_loop.models.pooled import MeanPooledClassifier, NormalisedTokenClassifier
 from al_loop.types import Example, Span, TaskKind
@@ -42,7 +42,7 @@ def test_freeze_layers_is_validated() -> None:
         TrainingConfig(frozen_cache_mb=-5)
 
 
-def test_the_cache_stops_growing_at_its_budget_and_keeps_two_models() -> None:
+def test_the_cache_stops_growing_at_its_budget_and_keeps_a_few_models() -> None:
     cache = LowerStateCache(max_bytes=1000)
     a = np.zeros((10, 10), dtype=np.float32)  # 400 bytes
     assert cache.put("m1", b"x", a) and cache.put("m1", b"y", a)
@@ -50,10 +50,10 @@ def test_the_cache_stops_growing_at_its_budget_and_keeps_two_models() -> None:
     assert cache.nbytes == 800
     assert [f is not None for f in cache.get("m1", [b"x", b"z"])] == [True, False]
     assert cache.get("m2", [b"x"]) == [None]  # another model's space never sees m1's states
-    cache.max_bytes = 10_000
-    cache.put("m2", b"x", a)
-    cache.put("m3", b"x", a)  # a third model drops the oldest
-    assert cache.get("m1", [b"x"]) == [None] and cache.get("m3", [b"x"])[0] is not None
+    cache.max_bytes = 100_000
+    for i in range(2, MAX_FINGERPRINTS + 2):
+        cache.put(f"m{i}", b"x", a)  # one model too many drops the least recently used
+    assert cache.get("m1", [b"x"]) == [None] and cache.get(f"m{MAX_FINGERPRINTS + 1}", [b"x"])[0] is not None
 
 
 @pytest.mark.slow
@@ -161,3 +161,22 @@ def test_ner_fit_with_frozen_layers() -> None:
     report = model.fit(NER_TRAIN)
     assert report.steps > 0
     assert lower_cache().hits > 0  # the probe's pass filled the cache for training
+
+
+@pytest.mark.slow
+def test_bf16_scoring_weights_agree_with_autocast_and_follow_training() -> None:
+    clear_lower_cache()
+    copy_w = _create(CLS, precision="bf16", freeze_layers=2)
+    autocast = _create(CLS, precision="bf16", freeze_layers=2, bf16_weights=False)
+    if copy_w.precision != "bf16":
+        pytest.skip("bf16 not available on this machine")  # pick_precision falls back to fp32
+    assert copy_w._scoring_model() is not copy_w.model and autocast._scoring_model() is autocast.model
+    assert next(copy_w._scoring_model().parameters()).dtype == torch.bfloat16
+    assert next(copy_w.model.parameters()).dtype == torch.float32  # training keeps fp32 weights
+    copy_w.predict(TEXTS)
+    for m in (copy_w, autocast):
+        m.fit(TRAIN)
+    assert copy_w._scoring is None  # fit drops the copy of the weights it trained away from
+    a, b = copy_w.predict(TEXTS).probs, autocast.predict(TEXTS).probs
+    assert np.allclose(a, b, atol=3e-2)  # the copy was remade after training (a stale copy would be far off)
+    assert (a.argmax(axis=1) == b.argmax(axis=1)).mean() >= 0.8
