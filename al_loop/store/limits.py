@@ -12,6 +12,8 @@ simulation's name) are cut to fit instead (``fit``).
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from sqlalchemy import Column, String
@@ -70,6 +72,25 @@ def check_int(what: str, value: int | None) -> None:
         raise ValueOutOfBoundsError(f"{what} {value} is out of range (at most {INT32_MAX})")
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_dumps(value: Any) -> str:
+    """The JSON columns' serializer: standard JSON, NaN and Infinity stored as null on both databases
+    (PostgreSQL's json type refuses those tokens; a round's metrics may hold a NaN)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
 def fit(value: str | None, column: Any) -> str | None:
     """A descriptive value cut to its column's length, NUL characters dropped."""
     if value is None:
@@ -79,4 +100,4 @@ def fit(value: str | None, column: Any) -> str | None:
 
 __all__ = ["INT32_MAX", "MAX_ANNOTATION_KEY", "MAX_BASE_MODEL", "MAX_ITEM_ID", "MAX_PROJECT_NAME",
            "MAX_SIMULATION_NAME", "ValueOutOfBoundsError", "check_int", "check_string", "check_text",
-           "column_length", "fit"]
+           "column_length", "fit", "json_dumps"]

@@ -40,7 +40,7 @@ from al_loop.states import (
     check_round_transition,
     check_version_transition,
 )
-from al_loop.store.limits import check_int, check_string, check_text, fit
+from al_loop.store.limits import check_int, check_string, check_text, fit, json_dumps
 from al_loop.store.records import (
     LINK_FIELDS,
     ImportReport,
@@ -85,7 +85,8 @@ def text_hash(text: str) -> str:
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
-        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 60}}
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 60},
+                                  "json_serializer": json_dumps}
         if in_memory:
             kwargs["poolclass"] = StaticPool
         engine = create_engine(url, **kwargs)
@@ -109,7 +110,7 @@ def _make_engine(url: str) -> Engine:
         if url.startswith(plain):
             url = "postgresql+psycopg://" + url[len(plain):]
     try:
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
     except ModuleNotFoundError as exc:
         raise ConfigError(f"the database URL needs the Python module {exc.name!r}, which is not installed; for "
                           "PostgreSQL install al-loop's postgres extra (pip install 'al-loop[postgres]')") from None

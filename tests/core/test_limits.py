@@ -102,6 +102,9 @@ def test_labels_rejections_versions_rounds_and_simulations(store: Store) -> None
     assert store.claim_round(r.id, "w" * 300, timedelta(minutes=1)).owner == "w" * 200
     # an error or warning text is a message: its NUL characters are dropped, a field with a length is checked
     assert store.update_round(r.id, error="bad\x00thing", report={"k": "v\x00w"}).error == "badthing"
+    # NaN / Infinity in JSON (a diverged loss): null on both databases (PostgreSQL's json refuses the tokens)
+    rnd = store.update_round(r.id, metrics={"f1": float("nan"), "loss": [float("inf"), 0.5], "n": 3})
+    assert store.get_round(rnd.id).metrics == {"f1": None, "loss": [None, 0.5], "n": 3}
     with pytest.raises(ValueOutOfBoundsError, match="round field version_tag"):
         store.update_round(r.id, version_tag="t" * 201)
     sid = store.add_simulation(p.id, "s" * 300, [])
