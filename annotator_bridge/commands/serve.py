@@ -5,16 +5,18 @@ Both read their configuration from the environment through ``Settings.from_env()
 
 ``al-loop serve`` runs the app factory behind a WSGI server:
 
-* ``--server gunicorn`` (default; in the ``server`` extra): ``--workers`` processes (2) x
-  ``--threads`` threads (8), gthread workers. The app is built in each worker after the fork
-  (never preloaded): ``/predict`` loads torch lazily, and CUDA/torch state must not be created
-  before a fork. The local stack (``al-loop up``), compose and the load benchmark run it.
-  Measured with ``benchmarks/bench_ingest.py`` (200 webhooks/s, a new connection each): at the
-  same CPU cost per webhook (about 1.2 ms), its acknowledgement tail is several times shorter
-  than werkzeug's, because two processes do not share one GIL and a thread pool serves the
-  accepted connections (werkzeug starts a thread per connection in one process).
-* ``--server werkzeug``: werkzeug's threaded development server (one process, a thread per
-  connection). No extra dependency; kept for debugging and for platforms without gunicorn.
+* ``--server werkzeug`` (default): werkzeug's threaded server, one process, a thread per
+  connection. The local stack (``al-loop up``) and the integration tests run it.
+* ``--server gunicorn`` (compose/production; in the ``server`` extra): ``--workers`` processes
+  (2) x ``--threads`` threads (8), gthread workers. The app is built in each worker after the
+  fork (never preloaded): ``/predict`` loads torch lazily, and CUDA/torch state must not be
+  created before a fork.
+
+``benchmarks/bench_ingest.py --server`` measures both: at 200 webhooks/s (a new connection each)
+they cost the same CPU per webhook (about 1.2-1.5 ms) and, interleaved on the same machine, have
+the same acknowledgement p50/p99, so the default stays the one without extra processes. What made
+the tail long was the webhook path's database reads (:class:`annotator_bridge.web.mlbackend.LinkCache`)
+and the first request's imports and connections (:func:`warm_up`, run by both servers).
 
 Both refuse to start without an API token and a webhook secret, or with a placeholder secret
 (``Settings.require_secrets``). Access logs (werkzeug's and gunicorn's) go through
@@ -37,7 +39,7 @@ log = logging.getLogger("annotator_bridge.serve")
 
 POOLS = ("solo", "threads", "prefork")
 SERVERS = ("werkzeug", "gunicorn")
-DEFAULT_SERVER = "gunicorn"
+DEFAULT_SERVER = "werkzeug"
 
 
 def _positive(text: str) -> int:
@@ -60,8 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER,
-                   help="gunicorn (default: --workers processes x --threads threads) or werkzeug (one process, "
-                   "a thread per connection; debugging)")
+                   help="werkzeug (default: one process, a thread per connection) or gunicorn (--workers "
+                   "processes x --threads threads; compose)")
     p.add_argument("--workers", type=_positive, default=2, help="gunicorn worker processes")
     p.add_argument("--threads", type=_positive, default=8, help="gunicorn threads per worker")
     p.add_argument("--timeout", type=_positive, default=120, help="gunicorn worker timeout, seconds")
@@ -178,8 +180,7 @@ def _serve_gunicorn(args: argparse.Namespace) -> int:
     except ImportError as exc:
         from al_loop.errors import ConfigError
 
-        raise ConfigError("--server gunicorn (the default) needs gunicorn: pip install 'al-loop[server]' "
-                          "(or gunicorn), or run --server werkzeug") from exc
+        raise ConfigError("--server gunicorn needs gunicorn: pip install 'al-loop[server]' (or gunicorn)") from exc
 
     class _RedactingLogger(Logger):  # type: ignore[misc]
         """gunicorn's logger with the access-log filter put back after every (re)configuration."""

@@ -310,13 +310,12 @@ def test_redact_secrets() -> None:
     assert record.getMessage() == '127.0.0.1 "GET /webhook?secret=*** HTTP/1.1" 401'
 
 
-def test_the_default_server_is_gunicorn_for_serve_and_the_local_stack() -> None:
+def test_serve_command_lines_of_the_local_stack_and_the_servers() -> None:
     parser = build_parser()
-    assert serve_cmd.DEFAULT_SERVER == "gunicorn"
     stack = parser.parse_args(list(SERVE_ARGS))  # what `al-loop up` and the integration tests run
-    assert stack.func is serve_cmd.run_serve and stack.server == "gunicorn"
-    assert (stack.workers, stack.threads) == (2, 8)
-    assert parser.parse_args(["serve", "--server", "werkzeug"]).server == "werkzeug"
+    assert stack.func is serve_cmd.run_serve and stack.server == serve_cmd.DEFAULT_SERVER == "werkzeug"
+    gunicorn = parser.parse_args(["serve", "--server", "gunicorn"])
+    assert (gunicorn.server, gunicorn.workers, gunicorn.threads) == ("gunicorn", 2, 8)
 
 
 @pytest.mark.parametrize("workers", ["0", "-1", "two", "100000"])
@@ -326,9 +325,9 @@ def test_serve_refuses_bad_worker_counts(workers: str) -> None:
     assert out.returncode == 2 and "--workers" in out.stderr and "Traceback" not in out.stderr
 
 
-def _start_werkzeug(env: dict[str, str], log_path: Path) -> tuple[ALProcess, str]:
+def _start_gunicorn(env: dict[str, str], log_path: Path) -> tuple[ALProcess, str]:
     port = free_port()
-    server = ALProcess((*SERVE_ARGS, "--server", "werkzeug", "--host", "127.0.0.1", "--port", str(port)), env,
+    server = ALProcess((*SERVE_ARGS, "--server", "gunicorn", "--host", "127.0.0.1", "--port", str(port)), env,
                        log_path).start()
     url = f"http://127.0.0.1:{port}"
 
@@ -340,19 +339,19 @@ def _start_werkzeug(env: dict[str, str], log_path: Path) -> tuple[ALProcess, str
         except OSError:
             return False
 
-    wait_until(up, 60, 0.1, "al-loop serve --server werkzeug /health")
+    wait_until(up, 60, 0.1, "al-loop serve --server gunicorn /health")
     return server, url
 
 
-@pytest.mark.parametrize("server_kind", ["default", "werkzeug"])
+@pytest.mark.parametrize("server_kind", ["default", "gunicorn"])
 def test_access_log_of_the_real_server_carries_no_query_secrets(tmp_path: Path, server_kind: str) -> None:
-    """``al-loop serve`` as the local stack runs it (gunicorn) and with ``--server werkzeug``: it answers,
+    """``al-loop serve`` as the local stack runs it (werkzeug) and as compose runs it (gunicorn): it answers,
     and its access log (request lines, bad request lines) never holds a secret query value."""
     secrets = [f"qsecret{i}x{MARKER}" for i in range(6)]
     env = al_loop_env(tmp_path / "home", FILESYSTEM_BROKER, AL_LOOP_IMPORT_DIRS="/",
                       **{MARKER.replace("-", "_"): MARKER})
     log_path = tmp_path / "serve.log"
-    server, url = start_server(env, log_path) if server_kind == "default" else _start_werkzeug(env, log_path)
+    server, url = start_server(env, log_path) if server_kind == "default" else _start_gunicorn(env, log_path)
     try:
         def get(path: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> int:
             req = urllib.request.Request(url + path, data=data, headers=headers or {})
@@ -382,7 +381,7 @@ def test_access_log_of_the_real_server_carries_no_query_secrets(tmp_path: Path, 
     finally:
         server.stop()
     log = log_path.read_text(errors="replace")
-    assert ("Booting worker" in log) == (server_kind == "default"), log[-3000:]  # gunicorn's worker start line
+    assert ("Booting worker" in log) == (server_kind == "gunicorn"), log[-3000:]  # gunicorn's worker start line
     assert "GET /health?api_key=***&page=2" in log and "token=***" in log and "secret=***" in log
     for secret in secrets:
         assert secret not in log
