@@ -16,6 +16,12 @@ default base model. In one run:
    (step 3) and fp32 scores select their top 25 and top 100 with ``margin`` (same rng); prints |A ∩ B| / k and the
    argmax agreement over the whole pool (and, for comparison, the same between the fp32- and bf16-trained models).
 
+5. baseline (``--baseline``, default ``freeze_layers=0,bf16_weights=false``: the learner before 2026-12-02
+   evening: every layer trained, nothing cached, autocast over fp32 weights when scoring): the bf16 round
+   again with those TrainingConfig overrides, and per phase this run's bf16 round / baseline (fit, per step,
+   first pool scoring with the frozen-layer cache cold, later scorings with it warm, round cold and warm). ``--set``
+   applies overrides to every measured round (e.g. to try a setting before it is the default).
+
 Training runs once per precision; scoring steps (head warm round, pool scoring) run ``--repeats`` times and the
 medians are reported. All figures go to ``--out`` (JSON).
 
@@ -223,19 +229,34 @@ def head_round(schema: Any, labelled: list[Any], pool_texts: list[str], repeats:
 
 
 def finetune_round(
-    schema: Any, labelled: list[Any], pool_texts: list[str], precision: str, repeats: int, base: str
+    schema: Any,
+    labelled: list[Any],
+    pool_texts: list[str],
+    precision: str,
+    repeats: int,
+    base: str,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any], np.ndarray]:
-    """Fit once at ``precision``, then score the pool ``repeats`` times; (model, figures, last pool probs)."""
+    """Fit once at ``precision`` (TrainingConfig ``overrides`` on top of the defaults), then score the pool
+    ``repeats`` times; (model, figures, last pool probs). The frozen-layer cache is cleared first, so the first
+    scoring is cold (``score_first_s``) and later ones find the pool's lower-layer states cached, as a live loop's
+    next round does (``median_score_s`` is the median of all runs, ``warm_score_s`` of the runs after the first)."""
     from al_loop.config import TrainingConfig
     from al_loop.models import TextModel
+    from al_loop.models.frozen import clear_lower_cache
 
-    cfg = TrainingConfig(max_length=MAX_LENGTH, precision=precision, learner="finetune")
+    clear_lower_cache()
+    cfg = TrainingConfig(**{"max_length": MAX_LENGTH, "precision": precision, "learner": "finetune",
+                            **(overrides or {})})
     (load_s,), model = timed(lambda: TextModel.create(schema, base, cfg))
     (fit_s,), report = timed(lambda: model.fit(labelled))
     times, out = timed(lambda: model.predict(pool_texts, embeddings=True), repeats)
     steps = int(report.steps)
     figures = {
-        "precision": model.precision,
+        "settings": overrides or {},
+        "freeze_layers": int(getattr(model.model, "frozen_layers", 0)),
+        "score_first_s": times[0],
+        "warm_score_s": median(times[1:]),
         "model_load_s": load_s,
         "fit_s": fit_s,
         "steps": steps,
@@ -245,9 +266,31 @@ def finetune_round(
         "train_loss": float(report.train_loss),
         "score_s": times,
         "median_score_s": median(times),
-        "round_s": fit_s + (median(times) or 0.0),
+        "round_s": fit_s + times[0],
+        "round_warm_s": fit_s + (median(times[1:]) or times[0]),
     }
     return model, figures, np.asarray(out.probs)
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """``"key=value,key=value"`` -> dict, values parsed as JSON when they parse (``"freeze_layers=0"`` -> 0)."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"{part!r} is not key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def ft_line(name: str, f: dict[str, Any]) -> str:
+    return (f"{name}: fit {fmt_s(f['fit_s'])} ({f['steps']} steps, {f['epochs']} epochs, {fmt_s(f['s_per_step'])}"
+            f"/step, {f['freeze_layers']} layers frozen), score pool {fmt_s(f['score_first_s'])} first (lower-layer "
+            f"cache cold), {fmt_s(f['warm_score_s'])} warm; round {fmt_s(f['round_s'])} cold, "
+            f"{fmt_s(f['round_warm_s'])} warm")
 
 
 def select_ids(item_ids: Sequence[Any], probs: np.ndarray, k: int, seed: int) -> list[Any]:
@@ -281,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=default_data / "trec" / "TREC.train")
     ap.add_argument("--seed", type=int, default=13, help="labelled-set draw and selection rng")
     ap.add_argument("--model", default="default", help="base model")
+    ap.add_argument("--set", default="", help="TrainingConfig overrides of the measured rounds: key=value,...")
+    ap.add_argument("--baseline", default="freeze_layers=0,bf16_weights=false",
+                    help="overrides of the bf16 baseline round the per-phase ratios compare against ('' = skip)")
     args = ap.parse_args(argv)
+    settings, baseline = parse_overrides(args.set), parse_overrides(args.baseline)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
 
@@ -322,19 +369,30 @@ def main(argv: list[str] | None = None) -> int:
     probs: dict[str, np.ndarray] = {}
     bf16_model = None
     for prec in ("fp32", "bf16"):
-        model, figures, p = finetune_round(schema, labelled, pool_texts, prec, args.repeats, args.model)
+        model, figures, p = finetune_round(schema, labelled, pool_texts, prec, args.repeats, args.model, settings)
         ft[prec], probs[prec] = figures, p
-        print(f"{prec}: fit {fmt_s(figures['fit_s'])} ({figures['steps']} steps, {figures['epochs']} epochs, "
-              f"{fmt_s(figures['s_per_step'])}/step), score pool {fmt_s(figures['median_score_s'])}, "
-              f"round {fmt_s(figures['round_s'])}", flush=True)
+        print(ft_line(prec, figures), flush=True)
         if prec == "bf16":
             bf16_model = model
         else:
             del model
-    keys = ("fit_s", "s_per_step", "median_score_s", "round_s")
+    keys = ("fit_s", "s_per_step", "median_score_s", "round_s", "round_warm_s")
     bf_over = {k: ratio(ft["bf16"][k], ft["fp32"][k]) for k in keys}
     print(f"bf16/fp32: fit {fmt_ratio(bf_over['fit_s'])}, per step {fmt_ratio(bf_over['s_per_step'])}, "
           f"score {fmt_ratio(bf_over['median_score_s'])}, round {fmt_ratio(bf_over['round_s'])}", flush=True)
+
+    if args.baseline:
+        print(f"\n## baseline: bf16 round with {baseline} (the ratios are this run's bf16 round / baseline)",
+              flush=True)
+        base_model, base_fig, _ = finetune_round(schema, labelled, pool_texts, "bf16", args.repeats, args.model,
+                                                 {**settings, **baseline})
+        del base_model
+        print(ft_line("baseline", base_fig), flush=True)
+        ft["baseline"] = base_fig
+        phases = ("fit_s", "s_per_step", "score_first_s", "warm_score_s", "round_s", "round_warm_s")
+        ft["bf16_over_baseline"] = {k: ratio(ft["bf16"][k], base_fig[k]) for k in phases}
+        print("bf16/baseline: " + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in ft["bf16_over_baseline"].items()),
+              flush=True)
 
     print("\n## selection overlap: bf16-fine-tuned weights scored in bf16 vs fp32 (margin, same rng)", flush=True)
     from al_loop.config import TrainingConfig
@@ -344,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-round-") as tmp:
         with quiet_transformers():
             path = bf16_model.save(Path(tmp) / "bf16")
-        fp32_of_bf16 = TextModel.load(path, TrainingConfig(max_length=MAX_LENGTH, precision="fp32", learner="finetune"))
+        fp32_of_bf16 = TextModel.load(
+            path, TrainingConfig(**{"max_length": MAX_LENGTH, "precision": "fp32", "learner": "finetune", **settings})
+        )
     del bf16_model
     (score_s,), out = timed(lambda: fp32_of_bf16.predict(pool_texts, embeddings=True))
     p_fp32 = np.asarray(out.probs)
@@ -366,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": m,
         "setup": {"data": str(args.data), "questions": len(examples), "labels": len(labelled), "pool": len(pool),
                   "max_pool": args.max_pool, "seed": args.seed, "repeats": args.repeats, "max_length": MAX_LENGTH,
-                  "model": args.model,
+                  "model": args.model, "settings": settings, "baseline": baseline,
                   "note": "training once per precision; scoring steps timed `repeats` times, medians reported"},
         "head": head,
         "finetune": {**ft, "bf16_over_fp32": bf_over},

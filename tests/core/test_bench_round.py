@@ -74,3 +74,11 @@ def test_parse_cpuinfo(bench) -> None:  # type: ignore[no-untyped-def]
     assert model == "Some CPU @ 2.0GHz"
     assert "avx512_bf16" in flags and "amx_bf16" not in flags and "fpu" in flags
     assert bench.parse_cpuinfo("") == ("", set())
+
+
+def test_parse_overrides(bench) -> None:  # type: ignore[no-untyped-def]
+    assert bench.parse_overrides("") == {}
+    assert bench.parse_overrides("freeze_layers=0, bf16_weights=false,pooling=cls") == {
+        "freeze_layers": 0, "bf16_weights": False, "pooling": "cls"}
+    with pytest.raises(ValueError, match="key=value"):
+        bench.parse_overrides("freeze_layers")
