@@ -40,7 +40,7 @@ from al_loop.states import (
     check_round_transition,
     check_version_transition,
 )
-from al_loop.store.limits import check_int, check_string, check_text, fit, json_dumps
+from al_loop.store.limits import INT32_MAX, check_int, check_string, check_text, fit, json_dumps
 from al_loop.store.records import (
     LINK_FIELDS,
     ImportReport,
@@ -234,6 +234,7 @@ class Store:
             return _project(row)
 
     def _project_row(self, s: Session, project_id: int, lock: bool = False) -> ProjectRow:
+        _known_id("project", project_id)
         stmt = select(ProjectRow).where(ProjectRow.id == project_id)
         if lock:  # PostgreSQL: FOR NO KEY UPDATE (inserts referencing the project are not blocked); SQLite: no-op
             stmt = stmt.with_for_update(key_share=True)
@@ -245,12 +246,16 @@ class Store:
     # ------------------------------------------------------- Label Studio links
     def get_link(self, project_id: int) -> LabelStudioLink | None:
         """The project's Label Studio link, or None for a project without Label Studio."""
+        if not -INT32_MAX - 1 <= project_id <= INT32_MAX:
+            return None
         with self.session() as s:
             row = s.get(LabelStudioLinkRow, project_id)
             return _link(row) if row is not None else None
 
     def find_link(self, ls_project_id: int) -> LabelStudioLink | None:
         """The link of Label Studio project ``ls_project_id``, if an al-loop project has it."""
+        if not -INT32_MAX - 1 <= int(ls_project_id) <= INT32_MAX:
+            return None
         with self.session() as s:
             row = s.scalar(select(LabelStudioLinkRow).where(LabelStudioLinkRow.ls_project_id == int(ls_project_id)))
             return _link(row) if row is not None else None
@@ -259,7 +264,7 @@ class Store:
         """Set link fields (names from ``records.LINK_FIELDS``); NotFoundError when the project has no link."""
         values = _link_fields(fields)
         with self.session() as s:
-            row = s.get(LabelStudioLinkRow, project_id, with_for_update=True)
+            row = s.get(LabelStudioLinkRow, _known_id("project", project_id), with_for_update=True)
             if row is None:
                 raise NotFoundError(f"project {project_id} has no Label Studio project")
             for key, value in values.items():
@@ -397,6 +402,8 @@ class Store:
             return [_item(rows[i]) for i in wanted]
 
     def item_by_ext_task(self, project_id: int, task_id: int) -> Item | None:
+        if not -INT32_MAX - 1 <= task_id <= INT32_MAX:
+            return None
         with self.session() as s:
             row = s.scalar(select(ItemRow).where(ItemRow.project_id == project_id, ItemRow.ext_task_id == task_id))
             return _item(row) if row is not None else None
@@ -700,6 +707,7 @@ class Store:
             return _round(row) if row is not None else None
 
     def _round_row(self, s: Session, round_id: int) -> RoundRow:
+        _known_id("round", round_id)
         row = s.scalar(select(RoundRow).where(RoundRow.id == round_id).with_for_update())
         if row is None:
             raise NotFoundError(f"round {round_id} not found")
@@ -832,7 +840,7 @@ class Store:
 
     def get_version(self, version_id: int) -> ModelVersion:
         with self.session() as s:
-            row = s.get(ModelVersionRow, version_id)
+            row = s.get(ModelVersionRow, _known_id("model version", version_id))
             if row is None:
                 raise NotFoundError(f"model version {version_id} not found")
             return _version(row)
@@ -858,7 +866,7 @@ class Store:
         now = self.clock()
         with self.session() as s:
             self._project_row(s, project_id, lock=True)
-            target = s.get(ModelVersionRow, version_id)
+            target = s.get(ModelVersionRow, _known_id("model version", version_id))
             if target is None or target.project_id != project_id:
                 raise NotFoundError(f"model version {version_id} not found in project {project_id}")
             if target.status == VersionStatus.PROMOTED.value:
@@ -930,6 +938,13 @@ class Store:
 
 
 # ----------------------------------------------------------------- converters
+def _known_id(what: str, value: int) -> int:
+    """NotFoundError for an id no INTEGER column holds (PostgreSQL would refuse the query itself, not find nothing)."""
+    if not -INT32_MAX - 1 <= value <= INT32_MAX:
+        raise NotFoundError(f"{what} {value} not found")
+    return value
+
+
 def _project(r: ProjectRow) -> Project:
     return Project(
         id=r.id,

@@ -109,3 +109,19 @@ def test_labels_rejections_versions_rounds_and_simulations(store: Store) -> None
         store.update_round(r.id, version_tag="t" * 201)
     sid = store.add_simulation(p.id, "s" * 300, [])
     assert [s["name"] for s in store.list_simulations(p.id) if s["id"] == sid] == ["s" * 200]
+
+
+def test_ids_no_integer_column_holds_are_not_found(store: Store) -> None:
+    """PostgreSQL binds an id as INTEGER: 2**31 is an error there, not "no row" (the API's URLs allow 18 digits)."""
+    from al_loop.errors import NotFoundError
+
+    p = store.create_project("p", SCHEMA)
+    for big in (INT32_MAX + 1, 2**40, -(2**31) - 1):
+        for call, args in ((store.get_project, (big,)), (store.get_round, (big,)), (store.get_version, (big,)),
+                           (store.promote, (p.id, big)), (store.claim_round, (big, "w", None))):
+            with pytest.raises(NotFoundError):
+                call(*args)
+        with pytest.raises(NotFoundError):
+            store.update_link(big, url="u")
+        assert store.get_link(big) is None and store.find_link(big) is None
+        assert store.item_by_ext_task(p.id, big) is None
