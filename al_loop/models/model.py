@@ -168,8 +168,9 @@ class TextModel:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else 0
         self.model.to(device)  # type: ignore[arg-type]  # transformers types .to() oddly
-        if isinstance(model, MeanPooledClassifier | NormalisedTokenClassifier) and config.freeze_layers > 0:
-            model.freeze_lower(config.freeze_layers, config.frozen_cache_mb, extra=f"max_length={self.max_length}")
+        frozen = config.frozen_layers(schema.task)
+        if isinstance(model, MeanPooledClassifier | NormalisedTokenClassifier) and frozen > 0:
+            model.freeze_lower(frozen, config.frozen_cache_mb, extra=f"max_length={self.max_length}")
         self.model.eval()
 
     # ------------------------------------------------------------------ construction

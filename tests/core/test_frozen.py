@@ -20,7 +20,7 @@ from al_loop.models.pooled import MeanPooledClassifier, NormalisedTokenClassifie
 from al_loop.types import Example, Span, TaskKind
 
 SMALL = TrainingConfig(max_length=32, window_stride=8, inference_batch_size=4, precision="fp32", target_steps=4,
-                       batch_size=4)
+                       batch_size=4, freeze_layers=0)
 CLS = LabelSchema.build(TaskKind.CLASSIFICATION, ["food", "sport"])
 NER = LabelSchema.build(TaskKind.NER, ["PER", "LOC"])
 TEXTS = ["I baked bread and a cake", "the striker scored a goal", "we ate pasta with tomato sauce",
@@ -180,3 +180,10 @@ def test_bf16_scoring_weights_agree_with_autocast_and_follow_training() -> None:
     a, b = copy_w.predict(TEXTS).probs, autocast.predict(TEXTS).probs
     assert np.allclose(a, b, atol=3e-2)  # the copy was remade after training (a stale copy would be far off)
     assert (a.argmax(axis=1) == b.argmax(axis=1)).mean() >= 0.8
+
+
+def test_the_default_freezes_one_layer_for_classification_and_none_for_ner() -> None:
+    assert TrainingConfig().frozen_layers(TaskKind.CLASSIFICATION) == 1
+    assert TrainingConfig().frozen_layers(TaskKind.NER) == 0
+    assert TrainingConfig(freeze_layers=0).frozen_layers(TaskKind.CLASSIFICATION) == 0
+    assert TrainingConfig(freeze_layers=2).frozen_layers(TaskKind.NER) == 2
