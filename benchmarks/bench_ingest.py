@@ -99,10 +99,10 @@ class Procs:
         self.home, self.env, self.children = home, env, []  # type: list[tuple[str, subprocess.Popen[bytes]]]
         (home / "logs").mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
         log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=str(REPO), start_new_session=True)
+        proc = subprocess.Popen(argv, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=str(REPO), start_new_session=True)
         self.children.append((name, proc))
         return proc
 
@@ -225,8 +225,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pid, items = _project(store, args)
         procs.start("worker-default", _al_loop(*WORKER_DEFAULT_ARGS, "--loglevel", "info"))
         procs.start("worker-train", _al_loop(*WORKER_TRAIN_ARGS, "--loglevel", "info"))
+        # the web process at the default log level: its access log (a line per request) is part of the cost
         procs.start("serve", _al_loop(*SERVE_ARGS, "--server", args.server, "--host", "127.0.0.1",
-                                      "--port", str(port)))
+                                      "--port", str(port)), AL_LOOP_LOG_LEVEL="INFO")
         for name in ("worker-default", "worker-train"):
             procs.wait_log(name, "ready.", 120)
         url = f"http://127.0.0.1:{port}"

@@ -158,13 +158,23 @@ def _checked_settings(process: str) -> Any:
     return settings
 
 
+def apply_log_level(settings: Any, verbose: bool = False) -> int:
+    """Set the root logger to ``AL_LOOP_LOG_LEVEL`` (DEBUG with ``-v``); returns the level. At WARNING and
+    above the access log (an INFO record per request) is off too."""
+    level = logging.DEBUG if verbose else int(logging.getLevelName(str(settings.log_level).upper()))
+    logging.getLogger().setLevel(level)
+    logging.getLogger("werkzeug").setLevel(level)  # werkzeug would set its own (INFO) on its first record
+    return level
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from annotator_bridge.web import accesslog
 
     settings = _checked_settings("al-loop serve")
+    level = apply_log_level(settings, bool(getattr(args, "verbose", False)))
     accesslog.install()
     if args.server == "gunicorn":
-        return _serve_gunicorn(args)
+        return _serve_gunicorn(args, level)
     from werkzeug.serving import run_simple
 
     app = build_web_app(settings)
@@ -173,7 +183,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_gunicorn(args: argparse.Namespace) -> int:
+def _serve_gunicorn(args: argparse.Namespace, level: int = logging.INFO) -> int:
     try:
         from gunicorn.app.base import BaseApplication
         from gunicorn.glogging import Logger
@@ -200,7 +210,8 @@ def _serve_gunicorn(args: argparse.Namespace) -> int:
                 "worker_class": "gthread",
                 "timeout": args.timeout,
                 "preload_app": False,  # build the app after the fork: no torch/CUDA state crosses it
-                "accesslog": "-",
+                "accesslog": "-" if level <= logging.INFO else None,
+                "loglevel": logging.getLevelName(level).lower(),
                 "logger_class": _RedactingLogger,
             }
             if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):  # heartbeat file off a disk /tmp

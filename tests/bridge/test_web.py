@@ -732,3 +732,22 @@ def test_serve_starts_when_the_broker_is_down(tmp_path: Path) -> None:
     assert warm_up(app) == ["broker", "ingest list"]
     assert app.test_client().get("/health").status_code == 200
     app.extensions["al_loop"].dispatcher.close()
+
+
+@pytest.mark.parametrize(("level", "verbose", "expected"), [("INFO", False, logging.INFO),
+                                                            ("WARNING", False, logging.WARNING),
+                                                            ("ERROR", True, logging.DEBUG)])
+def test_serve_takes_its_log_level_from_the_settings(tmp_path: Path, level: str, verbose: bool,
+                                                     expected: int) -> None:
+    from annotator_bridge.commands.serve import apply_log_level
+
+    root, access = logging.getLogger(), logging.getLogger("werkzeug")
+    before = root.level, access.level
+    access.setLevel(logging.INFO)  # what werkzeug sets on its first record
+    try:
+        assert apply_log_level(_serve_settings(tmp_path, AL_LOOP_LOG_LEVEL=level), verbose) == expected
+        assert root.level == expected
+        assert logging.getLogger("werkzeug").isEnabledFor(logging.INFO) == (expected <= logging.INFO)  # access log
+    finally:
+        root.setLevel(before[0])
+        access.setLevel(before[1])
