@@ -655,7 +655,9 @@ def stored_training_config(manifest: dict[str, Any], artifact_dir: str | Path) -
 
 
 def bf16_copy(model: Any, config: TrainingConfig, max_length: int) -> Any:
-    """An inference copy of ``model`` with bfloat16 weights (al-loop's heads: with the same frozen lower layers)."""
+    """An inference copy of ``model`` whose linear layers hold bfloat16 weights, the ones bf16 autocast multiplies
+    with (it casts them again in every batch); embeddings and LayerNorm stay float32 as autocast keeps them, so the
+    copy computes what autocast computes. al-loop's heads keep the same frozen lower layers."""
     import copy
 
     if isinstance(model, MeanPooledClassifier | NormalisedTokenClassifier):
@@ -669,7 +671,9 @@ def bf16_copy(model: Any, config: TrainingConfig, max_length: int) -> Any:
             dup.freeze_lower(k, config.frozen_cache_mb, extra=f"max_length={max_length}")
     else:
         dup = copy.deepcopy(model)
-    dup.to(torch.bfloat16)
+    for module in dup.modules():  # what autocast computes in bf16; embeddings and LayerNorm stay float32
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)
     dup.eval()
     for p in dup.parameters():
         p.requires_grad_(False)

@@ -164,22 +164,23 @@ def test_ner_fit_with_frozen_layers() -> None:
 
 
 @pytest.mark.slow
-def test_bf16_scoring_weights_agree_with_autocast_and_follow_training() -> None:
+def test_bf16_scoring_weights_compute_what_autocast_computes_and_follow_training() -> None:
     clear_lower_cache()
     copy_w = _create(CLS, precision="bf16", freeze_layers=2)
     autocast = _create(CLS, precision="bf16", freeze_layers=2, bf16_weights=False)
     if copy_w.precision != "bf16":
         pytest.skip("bf16 not available on this machine")  # pick_precision falls back to fp32
     assert copy_w._scoring_model() is not copy_w.model and autocast._scoring_model() is autocast.model
-    assert next(copy_w._scoring_model().parameters()).dtype == torch.bfloat16
+    scorer = copy_w._scoring_model()
+    assert scorer.classifier.weight.dtype == torch.bfloat16  # linear layers: what autocast multiplies in bf16
+    assert scorer.body.embeddings.word_embeddings.weight.dtype == torch.float32  # autocast keeps these float32
     assert next(copy_w.model.parameters()).dtype == torch.float32  # training keeps fp32 weights
     copy_w.predict(TEXTS)
     for m in (copy_w, autocast):
         m.fit(TRAIN)
     assert copy_w._scoring is None  # fit drops the copy of the weights it trained away from
     a, b = copy_w.predict(TEXTS).probs, autocast.predict(TEXTS).probs
-    assert np.allclose(a, b, atol=3e-2)  # the copy was remade after training (a stale copy would be far off)
-    assert (a.argmax(axis=1) == b.argmax(axis=1)).mean() >= 0.8
+    assert np.allclose(a, b, atol=1e-5)  # the same numbers as autocast, from the weights after training
 
 
 def test_the_default_freezes_one_layer_for_classification_and_none_for_ner() -> None:
