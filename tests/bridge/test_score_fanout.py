@@ -7,6 +7,8 @@ The round runs in the test process with :class:`CeleryShardRunner`; its two shar
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,27 @@ def test_two_score_workers_select_what_one_process_selects(redis_server: Any, tm
         for w in workers:
             w.stop()
         store.dispose()
+
+
+def test_shards_nobody_scores_fail_the_wait_naming_the_queue(tmp_path: Path) -> None:
+    """No worker consumes the score queue (file-system broker, no worker): the round's wait ends with a message
+    that says what to start; a shard's failure marker ends it with the shard's error."""
+    settings = Settings.from_env({"AL_LOOP_HOME": str(tmp_path / "home")})
+    settings.ensure_dirs()
+    app = make_celery(settings)
+    jobs = [ShardJob(7, 1, str(tmp_path), i, 2 * i, 2 * i + 2, 4, {}) for i in range(2)]
+    beats: list[int] = []
+    with pytest.raises(ShardFailed, match=r"2 of 2 score shards made no progress .*--queues score"):
+        CeleryShardRunner(app, timeout=0.5, poll=0.05)(jobs, beats.append)
+    assert beats and set(beats) == {0}  # the round kept heartbeating while it waited
+
+    # a marker left by a failing shard (written after the wait started: stale ones are cleared when it starts)
+    def fail_later() -> None:
+        time.sleep(0.3)
+        jobs[1].failed_marker.write_text("ModelLoadError: no model at /nowhere")
+
+    thread = threading.Thread(target=fail_later)
+    thread.start()
+    with pytest.raises(ShardFailed, match="score shard 2/2 failed: ModelLoadError: no model at /nowhere"):
+        CeleryShardRunner(app, timeout=30, poll=0.05)(jobs, beats.append)
+    thread.join()
