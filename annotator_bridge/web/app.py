@@ -56,13 +56,12 @@ class Services:
     links: LinkCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        store = self.store
+        self.links = LinkCache(self._find_link)
 
-        def find(ls_id: int) -> int | None:
-            link = store.find_link(ls_id)
-            return int(link.project_id) if link is not None else None
-
-        self.links = LinkCache(find)
+    def _find_link(self, ls_id: int) -> int | None:
+        """The al-loop project id of Label Studio project ``ls_id`` (the store, read at call time)."""
+        link = self.store.find_link(ls_id)
+        return int(link.project_id) if link is not None else None
 
 
 def finite(value: Any) -> Any:
