@@ -20,7 +20,8 @@ and the first request's imports and connections (:func:`warm_up`, run by both se
 
 Both refuse to start without an API token and a webhook secret, or with a placeholder secret
 (``Settings.require_secrets``). Access logs (werkzeug's and gunicorn's) go through
-``annotator_bridge.web.accesslog``: secret-looking query parameters are written as ``***``.
+``annotator_bridge.web.accesslog``: secret-looking query parameters are written as ``***``. The
+log level is ``AL_LOOP_LOG_LEVEL`` (``-v``: DEBUG); access-log lines are INFO records.
 
 ``al-loop worker --queues default`` runs ingest/push/reconcile on a threads pool;
 ``al-loop worker --queues train --pool solo`` runs rounds, one at a time, in the worker's
