@@ -76,3 +76,17 @@ def test_a_large_pool_stores_the_batch_and_its_neighbours(tmp_path: Path) -> Non
 def test_scoring_settings_are_bounded(bad: dict[str, int]) -> None:
     with pytest.raises(ConfigError):
         LoopConfig(**bad)
+
+
+def test_the_candidate_subsample_is_drawn_as_before(tmp_path: Path) -> None:
+    """max_pool_scored: the round scores np.sort(rng.choice(N, m)) of the unlabelled ids (the round's rng first)."""
+    import numpy as np
+
+    store, want, _ = _two_rounds(tmp_path, "sub", max_pool_scored=20, strategy="margin")
+    _, got, _ = _two_rounds(tmp_path, "sub-chunked", max_pool_scored=20, strategy="margin", score_chunk_size=3,
+                            score_shards=2)
+    assert got == want and [len(r) for r in want] == [20, 20]
+    rnd = store.list_rounds(1)[0]
+    ids = [f"i{i}" for i in range(40)]
+    keep = np.sort(np.random.default_rng([rnd.seed, rnd.index]).choice(40, size=20, replace=False))
+    assert {s.item_id for s in want[0]} == {ids[i] for i in keep}
