@@ -16,18 +16,22 @@ import yaml
 
 from annotator_bridge.cli import build_parser
 from annotator_bridge.commands import serve as serve_cmd
-from annotator_bridge.settings import ENV_NAMES
+from annotator_bridge.settings import ENV_NAMES, Settings
 from annotator_bridge.stack.processes import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS
+from annotator_bridge.worker.config import SCORE_QUEUE, celery_config
 from tests.bridge import conftest_services
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / "deploy" / ".env.example"
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
-AL_LOOP_SERVICES = ("api", "worker-default", "worker-train")
+AL_LOOP_SERVICES = ("api", "worker-default", "worker-train", "worker-score")
+WORKER_SERVICES = ("worker-default", "worker-train", "worker-score")
 # names in .env.example that only the infrastructure containers / compose interpolation use
 INFRA_NAMES = {"POSTGRES_PASSWORD", "LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LS_PUBLIC_URL", "LS_HOST_PORT",
-               "API_HOST_PORT", "API_HOST_IP"}
+               "API_HOST_PORT", "API_HOST_IP", "SCORE_WORKER_THREADS"}
+# names an al-loop service may set that are not al-loop settings (read by the libraries, not by al-loop)
+RUNTIME_NAMES = {"OMP_NUM_THREADS"}
 INTERPOLATION = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
 # compose's interpolation: ${X}, ${X:-default} (unset or empty), ${X-default} (unset), ${X:?message} (required)
 _INTERPOLATE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?)([-?])([^}]*))?\}")
@@ -79,12 +83,47 @@ def test_al_loop_commands_parse_with_the_real_cli(compose: dict[str, Any]) -> No
     assert funcs["api"] is serve_cmd.run_serve
     assert funcs["worker-default"] is serve_cmd.run_worker
     assert funcs["worker-train"] is serve_cmd.run_worker
+    assert funcs["worker-score"] is serve_cmd.run_worker
     train = parser.parse_args(_command(compose["services"]["worker-train"])[1:])
     assert train.pool == "solo", "the training worker must not fork (CUDA does not survive fork)"
     argv = serve_cmd.worker_argv(train)
     assert argv[argv.index("--concurrency") + 1] == "1"
     default = parser.parse_args(_command(compose["services"]["worker-default"])[1:])
     assert serve_cmd.worker_argv(default)[serve_cmd.worker_argv(default).index("--pool") + 1] == "threads"
+    score = serve_cmd.worker_argv(parser.parse_args(_command(compose["services"]["worker-score"])[1:]))
+    # one shard at a time per process (torch's threads do the parallel work); a threads pool would run 4 at once
+    assert score[score.index("--pool") + 1] == "solo" and score[score.index("--concurrency") + 1] == "1"
+    assert score[score.index("--queues") + 1] == SCORE_QUEUE
+
+
+def _consumed_queues(compose: dict[str, Any], env: dict[str, str]) -> dict[str, set[str]]:
+    """Service -> the queues its ``celery worker`` consumes (``al-loop worker`` argv, train queue from ``env``)."""
+    parser = build_parser()
+    services = interpolate(compose, env)["services"]
+    out = {}
+    for name in WORKER_SERVICES:
+        train_queue = services[name]["environment"]["AL_LOOP_TRAIN_QUEUE"]
+        argv = serve_cmd.worker_argv(parser.parse_args(_command(services[name])[1:]), train_queue=train_queue)
+        out[name] = set(argv[argv.index("--queues") + 1].split(","))
+    return out
+
+
+@pytest.mark.parametrize("train_queue", [None, "gpu-a100"])
+def test_every_queue_has_a_consumer(compose: dict[str, Any], tmp_path: Path, train_queue: str | None) -> None:
+    """Every queue the Celery config routes a task to (or declares) is consumed by some compose service, and the
+    score queue by a service other than the training worker (which waits for its shards)."""
+    env = _secrets_env(**({"AL_LOOP_TRAIN_QUEUE": train_queue} if train_queue else {}))
+    consumed = _consumed_queues(compose, env)
+    settings = Settings(home=tmp_path, database_url="sqlite://", broker_url="redis://127.0.0.1:9/0",
+                        artifacts_dir=tmp_path, train_queue=train_queue or "train")
+    conf = celery_config(settings)
+    queues = {q.name for q in conf["task_queues"]} | {r["queue"] for r in conf["task_routes"].values()}
+    assert queues >= {"default", settings.train_queue, SCORE_QUEUE}
+    for queue in queues:
+        assert any(queue in qs for qs in consumed.values()), f"no compose service consumes the {queue!r} queue"
+    trainers = {name for name, qs in consumed.items() if settings.train_queue in qs}
+    scorers = {name for name, qs in consumed.items() if SCORE_QUEUE in qs}
+    assert scorers - trainers, "the score queue needs a consumer besides the training worker (it waits for shards)"
 
 
 def test_tests_and_local_stack_start_the_same_commands(compose: dict[str, Any]) -> None:
@@ -107,7 +146,7 @@ def test_env_names_are_the_settings_names(compose: dict[str, Any]) -> None:
     for name in AL_LOOP_SERVICES:
         env = compose["services"][name].get("environment") or {}
         assert isinstance(env, dict)
-        unknown = set(env) - settings_names
+        unknown = set(env) - settings_names - RUNTIME_NAMES
         assert not unknown, f"{name} sets variables Settings does not read: {sorted(unknown)}"
     example = _env_example_names()
     assert len(example) == len(set(example)), "a name appears twice in deploy/.env.example"
