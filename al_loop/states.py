@@ -110,6 +110,39 @@ VERSION_TRANSITIONS: dict[VersionStatus, frozenset[VersionStatus]] = {
 }
 
 
+class ImportStatus(StrEnum):
+    """Life cycle of a file import job (``POST /api/projects/<id>/items`` with a large ``path``, ``al-loop import``).
+
+    ``pending`` (created, queued) -> ``running`` (a worker reads the file, one transaction per batch) ->
+    ``succeeded`` | ``failed``; ``pending`` -> ``failed`` (the job could not start). A failed import keeps the
+    batches stored before the error (importing the fixed file again adds only the rest).
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (ImportStatus.SUCCEEDED, ImportStatus.FAILED)
+
+
+IMPORT_TRANSITIONS: dict[ImportStatus, frozenset[ImportStatus]] = {
+    ImportStatus.PENDING: frozenset({ImportStatus.RUNNING, ImportStatus.FAILED}),
+    ImportStatus.RUNNING: frozenset({ImportStatus.RUNNING, ImportStatus.SUCCEEDED, ImportStatus.FAILED}),
+    ImportStatus.SUCCEEDED: frozenset(),
+    ImportStatus.FAILED: frozenset(),
+}
+
+
+def check_import_transition(current: ImportStatus | str, new: ImportStatus | str) -> ImportStatus:
+    cur, nxt = ImportStatus(current), ImportStatus(new)
+    if nxt not in IMPORT_TRANSITIONS[cur]:
+        raise InvalidTransitionError(f"an import cannot go from {cur.value} to {nxt.value}")
+    return nxt
+
+
 def check_round_transition(current: RoundStatus | str, new: RoundStatus | str) -> RoundStatus:
     cur, nxt = RoundStatus(current), RoundStatus(new)
     if nxt not in ROUND_TRANSITIONS[cur]:
@@ -134,13 +167,16 @@ def check_version_transition(current: VersionStatus | str, new: VersionStatus | 
 __all__ = [
     "ACTIVE_ROUND_STATUSES",
     "FINAL_ROUND_STATUSES",
+    "IMPORT_TRANSITIONS",
     "PUSH_TRANSITIONS",
     "ROUND_TRANSITIONS",
     "VERSION_TRANSITIONS",
+    "ImportStatus",
     "PushStatus",
     "RoundPhase",
     "RoundStatus",
     "VersionStatus",
+    "check_import_transition",
     "check_push_transition",
     "check_round_transition",
     "check_version_transition",

@@ -30,6 +30,8 @@ class LoopWork(Protocol):
 
     def reconcile(self, project_id: int) -> Any: ...
 
+    def execute_import(self, import_id: int) -> Any: ...
+
 
 @runtime_checkable
 class Dispatcher(Protocol):
@@ -46,6 +48,9 @@ class Dispatcher(Protocol):
 
     def reconcile(self, project_id: int) -> None:
         """Re-read every annotation of the project's Label Studio project."""
+
+    def run_import(self, import_id: int) -> None:
+        """Run import job ``import_id`` (a large file read in batches)."""
 
 
 class InlineDispatcher:
@@ -83,6 +88,10 @@ class InlineDispatcher:
     def reconcile(self, project_id: int) -> None:
         self.calls.append(("reconcile", (project_id,)))
         self._loop().reconcile(project_id)
+
+    def run_import(self, import_id: int) -> None:
+        self.calls.append(("run_import", (import_id,)))
+        self._loop().execute_import(import_id)
 
 
 class ThreadDispatcher:
@@ -147,3 +156,6 @@ class ThreadDispatcher:
 
     def reconcile(self, project_id: int) -> None:
         self._submit("reconcile", self.inner.reconcile, project_id)
+
+    def run_import(self, import_id: int) -> None:
+        self._submit("run_import", self.inner.run_import, import_id)

@@ -61,7 +61,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,11 +231,11 @@ def dedupe_examples(examples: Iterable[Example]) -> tuple[list[Example], list[It
 # --------------------------------------------------------------------------- file access
 
 
-def _read_bytes(p: Path, limit: int = -1, max_bytes: int | None = None, follow_symlinks: bool = True) -> bytes:
-    """The file's bytes (the first ``limit`` when >= 0): one open of exactly ``p``, regular files only.
+def open_data_file(p: Path, max_bytes: int | None = None, follow_symlinks: bool = True) -> tuple[int, int]:
+    """``(fd, size)`` of exactly ``p`` opened for reading: regular files only, non-empty, at most ``max_bytes``.
 
     Opened non-blocking, so a FIFO is refused instead of blocking; a file with no size (procfs)
-    is empty; a file over ``max_bytes`` is refused before it is read.
+    is empty; a file over ``max_bytes`` is refused before it is read. The caller closes ``fd``.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
@@ -256,6 +256,16 @@ def _read_bytes(p: Path, limit: int = -1, max_bytes: int | None = None, follow_s
             raise EmptyInputError("file is empty", str(p))
         if max_bytes is not None and st.st_size > max_bytes:
             raise DataFormatError(f"file is larger than the limit of {max_bytes} bytes", str(p))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def _read_bytes(p: Path, limit: int = -1, max_bytes: int | None = None, follow_symlinks: bool = True) -> bytes:
+    """The file's bytes (the first ``limit`` when >= 0): one open of exactly ``p`` (``open_data_file``)."""
+    fd, _ = open_data_file(p, max_bytes, follow_symlinks)
+    try:
         with open(fd, "rb", closefd=False) as fh:
             data = fh.read(limit if limit >= 0 else (max_bytes + 1 if max_bytes is not None else -1))
     except OSError as exc:
@@ -412,9 +422,13 @@ def _read_tokens(ctx: _Ctx, text: str, fmt: str) -> list[Example]:
 # --------------------------------------------------------------------------- line classification formats
 
 
-def _label_lines(ctx: _Ctx, text: str) -> Iterable[tuple[int, str, str]]:
+def _numbered(text: str) -> Iterable[tuple[int, str]]:
+    return enumerate(_LINE_BREAK.split(text), 1)
+
+
+def _label_lines(ctx: _Ctx, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str, str]]:
     """(line number, first field, rest stripped) for each non-blank line; DataFormatError for an empty rest."""
-    for lineno, raw in enumerate(_LINE_BREAK.split(text), 1):
+    for lineno, raw in lines:
         line = raw.strip()
         if not line:
             continue
@@ -425,26 +439,30 @@ def _label_lines(ctx: _Ctx, text: str) -> Iterable[tuple[int, str, str]]:
         yield lineno, parts[0], rest
 
 
-def _read_trec(ctx: _Ctx, text: str, fine: bool) -> list[Example]:
-    examples: list[Example] = []
-    for lineno, label, rest in _label_lines(ctx, text):
+def iter_trec(ctx: _Ctx, lines: Iterable[tuple[int, str]], fine: bool) -> Iterator[Example]:
+    for index, (lineno, label, rest) in enumerate(_label_lines(ctx, lines)):
         m = _TREC_LABEL.match(label)
         if m is None:
             raise ctx.error("expected a COARSE:fine label such as 'DESC:manner' in column 1", lineno)
         lb = label if fine else m.group(1)
         meta: dict[str, object] = {"source_line": lineno, "fine_label": label}
-        examples.append(Example(ctx.item_id(None, len(examples), lineno), rest, labels=(lb,), meta=meta))
-    return examples
+        yield Example(ctx.item_id(None, index, lineno), rest, labels=(lb,), meta=meta)
 
 
-def _read_sst(ctx: _Ctx, text: str) -> list[Example]:
-    examples: list[Example] = []
-    for lineno, label, rest in _label_lines(ctx, text):
+def iter_sst(ctx: _Ctx, lines: Iterable[tuple[int, str]]) -> Iterator[Example]:
+    for index, (lineno, label, rest) in enumerate(_label_lines(ctx, lines)):
         if not _SST_LABEL.match(label):
             raise ctx.error("expected an integer label such as 0 or 1 in column 1, before the text", lineno)
         meta: dict[str, object] = {"source_line": lineno}
-        examples.append(Example(ctx.item_id(None, len(examples), lineno), rest, labels=(label,), meta=meta))
-    return examples
+        yield Example(ctx.item_id(None, index, lineno), rest, labels=(label,), meta=meta)
+
+
+def _read_trec(ctx: _Ctx, text: str, fine: bool) -> list[Example]:
+    return list(iter_trec(ctx, _numbered(text), fine))
+
+
+def _read_sst(ctx: _Ctx, text: str) -> list[Example]:
+    return list(iter_sst(ctx, _numbered(text)))
 
 
 # --------------------------------------------------------------------------- JSONL / CSV
@@ -467,6 +485,32 @@ class _Rec:
         self.record = record
 
 
+def jsonl_records(ctx: _Ctx, lines: Iterable[tuple[int, str]]) -> Iterator[_Rec]:
+    """One record per non-blank JSON-lines line (a JSON object)."""
+    index = 0
+    for lineno, raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ctx.error(f"bad JSON: {exc.msg} (column {exc.colno})", lineno) from None
+        if not isinstance(item, dict):
+            raise ctx.error(f"expected one JSON object per line, found {type(item).__name__}", lineno)
+        yield _Rec(item, lineno, index)
+        index += 1
+
+
+def jsonl_kinds(recs: Iterable[_Rec], f: _Fields) -> tuple[bool, bool]:
+    """(any record has NER fields, any has a classification label)."""
+    has_ner = has_cls = False
+    for r in recs:
+        d = r.data
+        has_ner = has_ner or d.get(f.spans) is not None or "tokens" in d
+        has_cls = has_cls or d.get(f.label) is not None
+    return has_ner, has_cls
+
+
 def _read_jsonl(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list[Example]:
     recs: list[_Rec] = []
     if text.lstrip()[:1] == "[":
@@ -481,58 +525,48 @@ def _read_jsonl(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list
                 raise ctx.error(f"expected a JSON object, found {type(item).__name__}", None, i)
             recs.append(_Rec(item, None, i))
     else:
-        for lineno, raw in enumerate(_LINE_BREAK.split(text), 1):
-            if not raw.strip():
-                continue
-            try:
-                item = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ctx.error(f"bad JSON: {exc.msg} (column {exc.colno})", lineno) from None
-            if not isinstance(item, dict):
-                raise ctx.error(f"expected one JSON object per line, found {type(item).__name__}", lineno)
-            recs.append(_Rec(item, lineno, len(recs)))
+        recs = list(jsonl_records(ctx, _numbered(text)))
+    kind = _decide_task(ctx, kind, *jsonl_kinds(recs, f), f)
+    return [jsonl_example(ctx, r, kind, f) for r in recs]
 
-    def is_ner(d: dict[str, Any]) -> bool:
-        return d.get(f.spans) is not None or "tokens" in d
 
-    def is_cls(d: dict[str, Any]) -> bool:
-        return d.get(f.label) is not None
-
-    kind = _decide_task(ctx, kind, any(is_ner(r.data) for r in recs), any(is_cls(r.data) for r in recs), f)
-    examples: list[Example] = []
-    for r in recs:
-        d = r.data
-        used = {f.id}
-        iid = ctx.item_id(_explicit_id(ctx, d.get(f.id), r), len(examples), r.line, r.record)
-        spans: tuple[Span, ...] | None = None
-        labels: tuple[str, ...] | None = None
-        if kind is TaskKind.NER and "tokens" in d:
-            used |= {"tokens", "tags", f.text}
-            text_value, spans = _tokens_record(ctx, d, r, f)
-        else:
-            used.add(f.text)
-            text_value = _text_value(ctx, d.get(f.text, _MISSING), r, f.text)
-            if kind is TaskKind.NER:
-                used.add(f.spans)
-                if d.get(f.spans) is not None:
-                    spans = _parse_spans(ctx, text_value, d[f.spans], r)
-            elif kind is TaskKind.CLASSIFICATION:
-                used.add(f.label)
-                if d.get(f.label) is not None:
-                    labels = _json_labels(ctx, d[f.label], r, f.label)
-        meta: dict[str, object] = {k: v for k, v in d.items() if k not in used}
-        if r.line is not None:
-            meta["source_line"] = r.line
-        examples.append(Example(iid, text_value, spans=spans, labels=labels, meta=meta))
-    return examples
+def jsonl_example(ctx: _Ctx, r: _Rec, kind: TaskKind | None, f: _Fields) -> Example:
+    """The example of one JSONL record (``r.record`` is its 0-based index in the file)."""
+    d = r.data
+    used = {f.id}
+    iid = ctx.item_id(_explicit_id(ctx, d.get(f.id), r), r.record, r.line, r.record)
+    spans: tuple[Span, ...] | None = None
+    labels: tuple[str, ...] | None = None
+    if kind is TaskKind.NER and "tokens" in d:
+        used |= {"tokens", "tags", f.text}
+        text_value, spans = _tokens_record(ctx, d, r, f)
+    else:
+        used.add(f.text)
+        text_value = _text_value(ctx, d.get(f.text, _MISSING), r, f.text)
+        if kind is TaskKind.NER:
+            used.add(f.spans)
+            if d.get(f.spans) is not None:
+                spans = _parse_spans(ctx, text_value, d[f.spans], r)
+        elif kind is TaskKind.CLASSIFICATION:
+            used.add(f.label)
+            if d.get(f.label) is not None:
+                labels = _json_labels(ctx, d[f.label], r, f.label)
+    meta: dict[str, object] = {k: v for k, v in d.items() if k not in used}
+    if r.line is not None:
+        meta["source_line"] = r.line
+    return Example(iid, text_value, spans=spans, labels=labels, meta=meta)
 
 
 def _read_csv(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list[Example]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    return list(iter_csv(ctx, io.StringIO(text, newline=""), kind, f))
+
+
+def iter_csv(ctx: _Ctx, lines: Iterable[str], kind: TaskKind | None, f: _Fields) -> Iterator[Example]:
+    """The examples of CSV ``lines`` (each with its line break, as ``open(newline="")`` gives them)."""
+    reader = csv.reader(lines)
     header: list[str] | None = None
-    header_line = 0
-    rows: list[tuple[int, list[str]]] = []
     last_line = 0
+    index = 0
     try:
         for row in reader:
             start = last_line + 1
@@ -541,13 +575,16 @@ def _read_csv(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list[E
                 continue
             if header is None:
                 header = [c.strip() for c in row]
-                header_line = start
-            else:
-                rows.append((start, row))
+                kind = _check_header(ctx, header, start, kind, f)
+                continue
+            yield _csv_example(ctx, header, start, row, index, kind, f)
+            index += 1
     except csv.Error as exc:
         raise ctx.error(f"bad CSV: {exc}", reader.line_num) from None
-    if header is None:
-        return []
+
+
+def _check_header(ctx: _Ctx, header: list[str], header_line: int, kind: TaskKind | None,
+                  f: _Fields) -> TaskKind | None:
     if len(set(header)) != len(header):
         dup = next(i for i, name in enumerate(header) if name in header[:i])
         raise ctx.error(f"duplicate column name in the header: field {dup + 1} repeats field "
@@ -557,40 +594,41 @@ def _read_csv(ctx: _Ctx, text: str, kind: TaskKind | None, f: _Fields) -> list[E
             f"missing text column {f.text!r} in the header ({len(header)} fields; set the text field)",
             header_line,
         )
-    kind = _decide_task(ctx, kind, f.spans in header, f.label in header, f)
-    examples: list[Example] = []
-    for lineno, row in rows:
-        if len(row) != len(header):
-            raise ctx.error(f"expected {len(header)} fields as in the header, found {len(row)}", lineno)
-        d = dict(zip(header, row))
-        r = _Rec(d, lineno, len(examples))
-        iid = ctx.item_id(d.get(f.id, "").strip() or None, len(examples), lineno)
-        text_value = _text_value(ctx, d[f.text], r, f.text)
-        spans: tuple[Span, ...] | None = None
-        labels: tuple[str, ...] | None = None
-        used = {f.id, f.text}
-        if kind is TaskKind.NER and f.spans in d:
-            used.add(f.spans)
-            cell = d[f.spans].strip()
-            if cell:
-                try:
-                    value = json.loads(cell)
-                except json.JSONDecodeError as exc:
-                    raise ctx.error(f"bad JSON in column {f.spans!r}: {exc.msg}", lineno) from None
-                spans = _parse_spans(ctx, text_value, value, r)
-        elif kind is TaskKind.CLASSIFICATION and f.label in d:
-            used.add(f.label)
-            cell = d[f.label].strip()
-            if cell:
-                parts = [p.strip() for p in cell.split("|")]
-                if not all(parts):
-                    raise ctx.error(f"empty label in column {f.label!r} (field {header.index(f.label) + 1}; "
-                                    "multi-label cells are 'a|b')", lineno)
-                labels = tuple(parts)
-        meta: dict[str, object] = {k: v for k, v in d.items() if k not in used}
-        meta["source_line"] = lineno
-        examples.append(Example(iid, text_value, spans=spans, labels=labels, meta=meta))
-    return examples
+    return _decide_task(ctx, kind, f.spans in header, f.label in header, f)
+
+
+def _csv_example(ctx: _Ctx, header: list[str], lineno: int, row: list[str], index: int, kind: TaskKind | None,
+                 f: _Fields) -> Example:
+    if len(row) != len(header):
+        raise ctx.error(f"expected {len(header)} fields as in the header, found {len(row)}", lineno)
+    d = dict(zip(header, row))
+    r = _Rec(d, lineno, index)
+    iid = ctx.item_id(d.get(f.id, "").strip() or None, index, lineno)
+    text_value = _text_value(ctx, d[f.text], r, f.text)
+    spans: tuple[Span, ...] | None = None
+    labels: tuple[str, ...] | None = None
+    used = {f.id, f.text}
+    if kind is TaskKind.NER and f.spans in d:
+        used.add(f.spans)
+        cell = d[f.spans].strip()
+        if cell:
+            try:
+                value = json.loads(cell)
+            except json.JSONDecodeError as exc:
+                raise ctx.error(f"bad JSON in column {f.spans!r}: {exc.msg}", lineno) from None
+            spans = _parse_spans(ctx, text_value, value, r)
+    elif kind is TaskKind.CLASSIFICATION and f.label in d:
+        used.add(f.label)
+        cell = d[f.label].strip()
+        if cell:
+            parts = [p.strip() for p in cell.split("|")]
+            if not all(parts):
+                raise ctx.error(f"empty label in column {f.label!r} (field {header.index(f.label) + 1}; "
+                                "multi-label cells are 'a|b')", lineno)
+            labels = tuple(parts)
+    meta: dict[str, object] = {k: v for k, v in d.items() if k not in used}
+    meta["source_line"] = lineno
+    return Example(iid, text_value, spans=spans, labels=labels, meta=meta)
 
 
 def _decide_task(ctx: _Ctx, kind: TaskKind | None, has_ner: bool, has_cls: bool, f: _Fields) -> TaskKind | None:

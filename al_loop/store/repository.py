@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, String, create_engine, event, func, select, update
+from sqlalchemy import Engine, String, create_engine, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -370,6 +370,52 @@ class Store:
                     )
                 )
                 added += 1
+        return ImportReport(added=added, existing=existing, duplicate_texts=dupes)
+
+    def add_item_batch(self, project_id: int, examples: Sequence[Example], split: str = "pool") -> ImportReport:
+        """``add_items`` for one batch of a large import, with the same outcome for the same examples.
+
+        Only the batch's item ids and text hashes are looked up (``uq_item`` / ``ix_items_hash``), not every
+        item of the project, and the new rows go in with one multi-row insert, so a batch costs the same
+        whether the pool holds a thousand items or a million.
+        """
+        if split not in ("pool", "test"):
+            raise ValueError("split must be 'pool' or 'test'")
+        added = existing = 0
+        dupes: list[str] = []
+        now = self.clock()
+        hashes = [text_hash(ex.text) for ex in examples]
+        with self.session() as s:
+            project = self._project_row(s, project_id, lock=True)
+            ner = project.task == TaskKind.NER.value
+            known_ids: set[str] = set()
+            known_hashes: set[str] = set()
+            ids = [ex.item_id for ex in examples]
+            for i in range(0, len(ids), 500):
+                known_ids.update(s.scalars(select(ItemRow.item_id).where(
+                    ItemRow.project_id == project_id, ItemRow.item_id.in_(ids[i:i + 500]))))
+                known_hashes.update(s.scalars(select(ItemRow.text_hash).where(
+                    ItemRow.project_id == project_id, ItemRow.split == split,
+                    ItemRow.text_hash.in_(hashes[i:i + 500]))))
+            rows: list[dict[str, Any]] = []
+            for ex, h in zip(examples, hashes):
+                check_string(f"item id {ex.item_id[:40]!r}...", ex.item_id, ItemRow.item_id)
+                check_text(f"the text of item {ex.item_id!r}", ex.text)
+                if ex.item_id in known_ids:
+                    existing += 1
+                    continue
+                if h in known_hashes:
+                    dupes.append(ex.item_id)
+                    continue
+                known_ids.add(ex.item_id)
+                known_hashes.add(h)
+                rows.append({"project_id": project_id, "item_id": ex.item_id, "text": ex.text, "text_hash": h,
+                             "split": split,
+                             "n_words": len(words_of(ex.text)) if ner else len(ex.text.split()),
+                             "gold": payload_from_example(ex), "ext_task_id": None, "created_at": now})
+                added += 1
+            if rows:
+                s.execute(insert(ItemRow), rows)
         return ImportReport(added=added, existing=existing, duplicate_texts=dupes)
 
     def set_ext_task_ids(self, project_id: int, mapping: dict[str, int]) -> None:

@@ -10,7 +10,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -78,6 +90,7 @@ class ItemRow(Base):
         UniqueConstraint("project_id", "item_id", name="uq_item"),
         Index("ix_items_project_split", "project_id", "split"),
         Index("ix_items_ext", "project_id", "ext_task_id"),
+        Index("ix_items_hash", "project_id", "split", "text_hash"),  # a large import's duplicate-text check
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -191,3 +204,29 @@ class SimulationRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     points: Mapped[list[Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ImportRow(Base):
+    """A file import job and its progress (``al_loop.states.ImportStatus``)."""
+
+    __tablename__ = "imports"
+    __table_args__ = (Index("ix_imports_project", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20))
+    path: Mapped[str] = mapped_column(Text)
+    format: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    split: Mapped[str] = mapped_column(String(10))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    existing: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    labels_recorded: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -7,25 +7,25 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from al_loop.data.align import check_spans
-from al_loop.data.readers import read_examples
+from al_loop.data.readers import FORMATS, read_examples
 from al_loop.data.schema import LabelSchema
+from al_loop.data.stream import file_size
 from al_loop.errors import (
-    AlignmentError,
     AlLoopError,
     ConfigError,
     ConflictError,
     DataFormatError,
     SchemaError,
-    UnknownLabelError,
 )
-from al_loop.store.limits import MAX_ITEM_ID
+from al_loop.states import ImportStatus
+from al_loop.store.imports import ImportJob, create_import, get_import
 from al_loop.store.records import Project, Round, payload_from_example
 from al_loop.store.repository import Store
 from al_loop.strategies import make_strategy
-from al_loop.types import Example, TaskKind
+from al_loop.types import Example
 from annotator_bridge.labelstudio.config import LabelConfig, build_label_config
 from annotator_bridge.labelstudio.connection import LabelStudioRequestError, LabelStudioUnavailable
+from annotator_bridge.loop.imports import SYNC_IMPORT_MAX_BYTES, run_import, validate_examples
 from annotator_bridge.loop.link import LabelStudioLinks
 from annotator_bridge.loop.ports import IMPORT_SOURCE
 from annotator_bridge.loop.spec import ProjectSpec
@@ -141,7 +141,7 @@ class ProjectSetup:
         if path is not None:
             from_file = self.settings.resolve_import_path(path)
             examples = self._read_file(from_file, project, format)
-        batch = _validate_examples(project, list(examples or []), split, from_file)
+        batch = validate_examples(project, list(examples or []), split, from_file)
         report = self.store.add_items(project_id, batch, split)
         recorded = 0
         if record_labels and split == "pool":
@@ -166,6 +166,52 @@ class ProjectSetup:
             result["round"] = rnd.to_dict() if rnd else None
         return result
 
+    # ------------------------------------------------------------------ import jobs
+    def wants_job(self, path: str | Path, background: bool = False) -> bool:
+        """Whether a ``path`` import runs as a job: asked for, or a file over ``SYNC_IMPORT_MAX_BYTES``."""
+        return background or file_size(self.settings.resolve_import_path(path)) > SYNC_IMPORT_MAX_BYTES
+
+    def start_import(self, project_id: int, path: str | Path, *, format: str | None = None, split: str = "pool",
+                     record_labels: bool = False, start_round: bool = False) -> ImportJob:
+        """Accept a file import as a ``pending`` job (checked as ``import_items`` checks a path: the allowed
+        folders, the size limit, the format name); the caller dispatches ``execute_import``."""
+        self.store.get_project(project_id)
+        if split not in ("pool", "test"):
+            raise ConfigError("split must be 'pool' or 'test'")
+        if format is not None and format not in FORMATS:
+            raise ConfigError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+        resolved = self.settings.resolve_import_path(path)
+        size = file_size(resolved)
+        limit = self.settings.max_import_bytes
+        if size > limit:
+            raise DataFormatError(f"file is larger than the import limit of {limit // (1024 * 1024)} MiB "
+                                  "(AL_LOOP_MAX_IMPORT_MB)", str(resolved))
+        return create_import(self.store, project_id, str(resolved), format=format, split=split,
+                             options={"record_labels": record_labels, "start_round": start_round}, bytes_total=size)
+
+    def execute_import(self, import_id: int) -> ImportJob:
+        """Run a pending import job (a worker's task; a job already started or finished is left alone), then
+        create the Label Studio tasks of a linked project and queue the round the import asked for."""
+        job = get_import(self.store, None, import_id)
+        if job.status is not ImportStatus.PENDING:
+            log.info("import %s is %s; duplicate delivery ignored", import_id, job.status)
+            return job
+        # the path was resolved inside AL_LOOP_IMPORT_DIRS when the job was accepted; check it again
+        path = self.settings.resolve_import_path(job.path)
+        job = run_import(self.store, import_id, path, max_bytes=self.settings.max_import_bytes)
+        if job.status is not ImportStatus.SUCCEEDED:
+            return job
+        project = self.store.get_project(job.project_id)
+        if job.split == "pool" and job.added and self.links.link(project.id) is not None:
+            try:
+                self.links.push_tasks(project)
+            except LabelStudioUnavailable as exc:
+                log.warning("project %s: import %s stored %d items, but their Label Studio tasks could not be "
+                            "created (%s); reconcile to retry", project.id, import_id, job.added, exc)
+        if job.options.get("start_round"):
+            self._start_round(project.id, "import")
+        return job
+
     def _read_file(self, path: Path, project: Project, format: str | None) -> list[Example]:
         limit = self.settings.max_import_bytes
         try:
@@ -176,47 +222,6 @@ class ProjectSetup:
             raise DataFormatError(f"file is larger than the import limit of {limit // (1024 * 1024)} MiB "
                                   "(AL_LOOP_MAX_IMPORT_MB)", str(path))
         return read_examples(path, task=project.task, format=format, max_bytes=limit, follow_symlinks=False)
-
-
-def _validate_examples(project: Project, examples: list[Example], split: str,
-                       from_file: Path | None = None) -> list[Example]:
-    """The examples checked against the project; a file's are named by line, and no message quotes the file."""
-    schema = project.schema
-    seen: set[str] = set()
-    out: list[Example] = []
-    for ex in examples:
-        what = f"item {ex.item_id!r}" if from_file is None else f"{from_file}:{ex.meta.get('source_line', '?')}"
-        if len(ex.item_id) > MAX_ITEM_ID:  # the store's column; PostgreSQL would refuse it
-            what = what if from_file is not None else f"item {ex.item_id[:40]!r}..."
-            raise DataFormatError(f"{what}: the item id is {len(ex.item_id)} characters long; at most {MAX_ITEM_ID} "
-                                  "are allowed")
-        if ex.item_id in seen:
-            raise DataFormatError(f"{what}: the item id appears twice in the import")
-        seen.add(ex.item_id)
-        if not isinstance(ex.text, str) or not ex.text.strip():
-            raise DataFormatError(f"{what}: empty text")
-        if "\x00" in ex.text:
-            raise DataFormatError(f"{what}: the text contains a NUL character")
-        try:
-            if ex.spans is not None:
-                if schema.task is not TaskKind.NER:
-                    raise DataFormatError(f"{what}: spans given for a classification project")
-                ex = Example(ex.item_id, ex.text, spans=check_spans(ex.text, ex.spans, schema))
-            elif ex.labels is not None:
-                if schema.task is not TaskKind.CLASSIFICATION:
-                    raise DataFormatError(f"{what}: class labels given for an NER project")
-                schema.check_example(ex)
-            elif split == "test":
-                raise DataFormatError(f"{what}: test items need gold labels")
-        except (UnknownLabelError, AlignmentError) as exc:
-            if from_file is None:
-                raise
-            raise type(exc)(f"{what}: a label outside the project's labels ({', '.join(schema.labels)}) or a span "
-                            "that does not fit the text") from None
-        out.append(ex)
-    if not out:
-        raise DataFormatError("no items to import")
-    return out
 
 
 def _ls_title(name: str) -> str:

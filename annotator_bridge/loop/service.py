@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from al_loop.rounds.service import RoundService
+from al_loop.store.imports import ImportJob
 from al_loop.store.records import ModelVersion, Project, Round
 from al_loop.store.repository import Store, utcnow
 from al_loop.types import Example
@@ -90,6 +91,10 @@ class LoopService:
         """See :meth:`ProjectSetup.import_items` (``path``, ``format``, ``split``, ``record_labels``,
         ``start_round``)."""
         return self.projects.import_items(project_id, examples, **options)
+
+    def execute_import(self, import_id: int) -> ImportJob:
+        """See :meth:`ProjectSetup.execute_import` (an import job's task)."""
+        return self.projects.execute_import(import_id)
 
     def handle_event(self, project_id: int, payload: Mapping[str, Any]) -> dict[str, Any]:
         return self.annotations.handle_event(project_id, payload)

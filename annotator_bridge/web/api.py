@@ -4,7 +4,10 @@
 POST     /api/projects                                     create (or attach) a project -> 201
 GET      /api/projects                                     list projects
 GET      /api/projects/<id>                                one project
-POST     /api/projects/<id>/items                          import items -> 201 (200 when nothing new)
+POST     /api/projects/<id>/items                          import items -> 201 (200 when nothing new); a large file
+                                                           -> 202 with an import job
+GET      /api/projects/<id>/imports                        the project's newest import jobs
+GET      /api/projects/<id>/imports/<import_id>            one import job: state, counts, progress
 GET      /api/projects/<id>/rounds                         rounds, oldest first
 GET      /api/projects/<id>/rounds/<index>                 one round with its report and selection
 POST     /api/projects/<id>/rounds                         start a round now -> 202 (409 when one is active)
@@ -19,7 +22,11 @@ POST     /api/projects/<id>/reconcile                      re-read Label Studio 
 Items body: a JSON list of ``{"id", "text", ...gold}`` (gold: ``"spans"`` for NER, ``"label"``/
 ``"labels"`` for classification), or an object ``{"items": [...]}`` / ``{"path": "<server file>",
 "format": "jsonl"|...}`` with optional ``"split"`` ("pool" | "test"), ``"record_labels"`` and
-``"start_round"``. Bodies over ``AL_LOOP_MAX_REQUEST_MB`` get 413; every body is read by
+``"start_round"``. A ``path`` to a file over 8 MiB (``SYNC_IMPORT_MAX_BYTES``), or any ``path`` with
+``"background": true``, is an import job: 202 ``{"import": {...}}`` at once, read in batches by a worker
+(``annotator_bridge.loop.imports``); follow it at ``GET /api/projects/<id>/imports/<import_id>``. Items in
+the body are always imported in the request (the body limit bounds them).
+Bodies over ``AL_LOOP_MAX_REQUEST_MB`` get 413; every body is read by
 :mod:`annotator_bridge.web.validate` (depth, NaN/Infinity, 64-bit integers, real Unicode, no NUL: 400).
 Ids in the URL past 64 bits do not match a route (404). The OpenAPI description of every route:
 ``GET /api/openapi.json`` (:mod:`annotator_bridge.web.openapi`).
@@ -36,6 +43,7 @@ from werkzeug.exceptions import BadRequest
 from al_loop.config import LOOP_BOUNDS
 from al_loop.errors import ConfigError, ConflictError, NotFoundError
 from al_loop.states import RoundStatus
+from al_loop.store.imports import get_import, list_imports
 from al_loop.store.records import Project, Round
 from annotator_bridge.loop import ProjectSpec, examples_from_records
 from annotator_bridge.web.auth import check_bearer
@@ -43,7 +51,7 @@ from annotator_bridge.web.validate import json_body, json_object
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-ITEMS_OPTIONS = frozenset({"items", "path", "format", "split", "record_labels", "start_round"})
+ITEMS_OPTIONS = frozenset({"items", "path", "format", "split", "record_labels", "start_round", "background"})
 
 
 def _services() -> Any:
@@ -132,11 +140,35 @@ def import_items(project_id: int) -> Any:
     split = options.get("split", "pool")
     if not isinstance(split, str):
         raise ConfigError("'split' must be 'pool' or 'test'")
+    background = _flag(options, "background")
+    if background and path is None:
+        raise ConfigError("'background' applies to a 'path' import (items in the body are imported at once)")
+    if path is not None and records is None and services.loop.projects.wants_job(path, background):
+        job = services.loop.projects.start_import(project_id, path, format=fmt, split=split,
+                                                  record_labels=_flag(options, "record_labels"),
+                                                  start_round=_flag(options, "start_round"))
+        services.dispatcher.run_import(job.id)
+        job = get_import(services.store, project_id, job.id)
+        return jsonify({"import": job.to_dict()}), 202
     examples = examples_from_records(records, project.task) if records is not None else None
     result = services.loop.import_items(project_id, examples, path=path, format=fmt, split=split,
                                         record_labels=_flag(options, "record_labels"),
                                         start_round=_flag(options, "start_round"))
     return jsonify(result), (201 if result["added"] else 200)
+
+
+@bp.get("/projects/<int:project_id>/imports")
+def list_project_imports(project_id: int) -> Any:
+    store = _services().store
+    store.get_project(project_id)
+    return jsonify({"imports": [j.to_dict() for j in list_imports(store, project_id)]})
+
+
+@bp.get("/projects/<int:project_id>/imports/<int:import_id>")
+def get_project_import(project_id: int, import_id: int) -> Any:
+    store = _services().store
+    store.get_project(project_id)
+    return jsonify({"import": get_import(store, project_id, import_id).to_dict()})
 
 
 # ---------------------------------------------------------------------- rounds

@@ -44,7 +44,8 @@ PUSH_ROUND_TASK = "al_loop.push_round"
 RECONCILE_TASK = "al_loop.reconcile"
 DRAIN_INGEST_TASK = "al_loop.drain_ingest"
 SCORE_SHARD_TASK = "al_loop.score_shard"
-DEFAULT_QUEUE_TASKS = (INGEST_TASK, DRAIN_INGEST_TASK, PUSH_ROUND_TASK, RECONCILE_TASK)
+IMPORT_TASK = "al_loop.run_import"
+DEFAULT_QUEUE_TASKS = (INGEST_TASK, DRAIN_INGEST_TASK, PUSH_ROUND_TASK, RECONCILE_TASK, IMPORT_TASK)
 
 SETTINGS_KEY = "al_loop_settings"
 RETRY_COUNTDOWN_KEY = "al_loop_retry_countdown"

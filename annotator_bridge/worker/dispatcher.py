@@ -19,6 +19,7 @@ from annotator_bridge.settings import Settings
 from annotator_bridge.worker.config import (
     DEFAULT_QUEUE,
     DRAIN_INGEST_TASK,
+    IMPORT_TASK,
     INGEST_TASK,
     PUSH_ROUND_TASK,
     RECONCILE_TASK,
@@ -89,6 +90,9 @@ class CeleryDispatcher:
 
     def reconcile(self, project_id: int) -> None:
         self._send(RECONCILE_TASK, [int(project_id)], DEFAULT_QUEUE)
+
+    def run_import(self, import_id: int) -> None:
+        self._send(IMPORT_TASK, [int(import_id)], DEFAULT_QUEUE)
 
     def close(self) -> None:
         """Release the broker connection pool (the app stays usable)."""

@@ -53,6 +53,7 @@ from annotator_bridge.loop import LoopService, label_studio_gateway_factory
 from annotator_bridge.settings import Settings
 from annotator_bridge.worker.config import (
     DRAIN_INGEST_TASK,
+    IMPORT_TASK,
     INGEST_TASK,
     MAX_ROUND_RETRIES_KEY,
     PUSH_ROUND_TASK,
@@ -253,6 +254,13 @@ def score_shard(self: Any, job: dict[str, Any]) -> None:
     log.info("score shard %s of round %s: %d items scored", shard.shard, shard.round_id, result.n)
 
 
+@shared_task(name=IMPORT_TASK, bind=True)
+def run_import(self: Any, import_id: int) -> None:
+    """Run import job ``import_id`` (default queue): a large file read and stored in batches; a job already
+    started is left alone (a redelivered message), an error in the file fails the job (recorded, not raised)."""
+    get_services(self.app).loop.execute_import(int(import_id))
+
+
 @shared_task(name=PUSH_ROUND_TASK, bind=True, **LS_RETRY)
 def push_round(self: Any, round_id: int) -> None:
     """Send round ``round_id``'s predictions and model version to Label Studio (idempotent)."""
@@ -266,5 +274,5 @@ def reconcile(self: Any, project_id: int) -> None:
 
 
 __all__ = ["WorkerServices", "build_services", "drain_ingest", "get_services", "ingest_event", "kick_ingest",
-           "lower_training_priority", "push_round", "reconcile", "reset_services", "run_round", "score_shard",
-           "settings_of"]
+           "lower_training_priority", "push_round", "reconcile", "reset_services", "run_import", "run_round",
+           "score_shard", "settings_of"]
