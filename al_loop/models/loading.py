@@ -25,7 +25,18 @@ __all__ = [
     "precision_name",
     "quiet_transformers",
     "resolve_model_path",
+    "to_device",
 ]
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the CPU) on ``device``: on CUDA through pinned (page-locked) host memory with a
+    non-blocking copy, so the transfer is a DMA that overlaps the host's work on the next batch; as is
+    (``tensor.to(device)``) elsewhere. The copy is ordered on the current CUDA stream before any kernel that
+    reads it, and the pinned buffer is kept alive by torch's host allocator until the copy is done."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def pick_device(pref: str = "auto") -> torch.device:
@@ -80,9 +91,11 @@ def pick_precision(pref: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype to use, or None for plain fp32.
 
     ``"fp32"`` -> None; ``"bf16"`` -> bfloat16 (even when slow on this hardware);
-    ``"auto"`` -> bfloat16 on CUDA devices that support it and on CPUs with
-    native bf16 (:func:`cpu_supports_bf16`), None otherwise. Weights stay fp32;
-    only matmuls run in bf16 under ``torch.autocast``.
+    ``"auto"`` -> bfloat16 on CUDA devices that support it (compute capability 8.0+)
+    and on CPUs with native bf16 (:func:`cpu_supports_bf16`), None otherwise. Weights
+    stay fp32; only matmuls run in bf16 under ``torch.autocast``, in training and in
+    scoring alike. There is deliberately no fp16: bf16 has fp32's exponent range, so
+    training needs no loss scaling (no GradScaler); a GPU without bf16 trains in fp32.
     """
     if pref == "fp32":
         return None

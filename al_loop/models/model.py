@@ -60,7 +60,14 @@ from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError, EmptyInputError, ModelLoadError, SchemaError
 from al_loop.models.artifacts import make_manifest, read_artifact, write_artifact
 from al_loop.models.linear import fit_label_head, fit_softmax, normalise
-from al_loop.models.loading import pick_device, pick_precision, precision_name, quiet_transformers, resolve_model_path
+from al_loop.models.loading import (
+    pick_device,
+    pick_precision,
+    precision_name,
+    quiet_transformers,
+    resolve_model_path,
+    to_device,
+)
 from al_loop.models.pooled import MeanPooledClassifier, NormalisedTokenClassifier, has_pooled_head
 from al_loop.training.metrics import classification_metrics, ner_metrics
 from al_loop.training.trainer import IGNORE_INDEX, Feature, LossKind, TrainReport, split_train_val, train_loop
@@ -418,7 +425,7 @@ class TextModel:
                     n = len(windows[j].ids)
                     ids[r, :n] = torch.tensor(windows[j].ids, dtype=torch.long)
                     mask[r, :n] = 1
-                ids, mask = ids.to(self.device), mask.to(self.device)
+                ids, mask = to_device(ids, self.device), to_device(mask, self.device)
                 with self._autocast():
                     out = scorer(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden)
                 if token_hidden:

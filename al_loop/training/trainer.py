@@ -213,7 +213,9 @@ def _collate(
         labels = torch.tensor([f.label for f in feats], dtype=torch.float32)
     else:
         labels = torch.tensor([f.label for f in feats], dtype=torch.long)
-    return ids.to(device), mask.to(device), labels.to(device)
+    if device.type == "cuda":  # pinned host memory, non-blocking copies (as al_loop.models.loading.to_device)
+        ids, mask, labels = ids.pin_memory(), mask.pin_memory(), labels.pin_memory()
+    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, kind: LossKind) -> torch.Tensor:
