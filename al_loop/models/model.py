@@ -32,7 +32,11 @@ Decisions:
   item (classification: with the text's labels; NER: first-subword labels of the
   words that start inside the window, other tokens ignored). Unlabelled examples
   passed to :meth:`TextModel.fit` are skipped (logged).
-- Weights stay float32; bf16 is autocast only (see :func:`pick_precision`).
+- Weights stay float32 and training uses bf16 autocast (see :func:`pick_precision`); with bf16 precision and
+  ``config.bf16_weights`` :meth:`TextModel.predict` runs a copy whose linear layers hold the bf16 weights autocast
+  would multiply with (:func:`bf16_copy`: the same numbers, no per-batch casting).
+- With ``config.frozen_layers(task)`` = k > 0 (al-loop's heads only) the embeddings and the lower k layers are
+  frozen and their outputs cached per window (:mod:`al_loop.models.frozen`).
 """
 
 from __future__ import annotations
@@ -563,7 +567,7 @@ class TextModel:
         validation split, no early stopping: on small label sets a held-out split plus
         early stopping cost more than it saved); with ``val_fraction > 0`` a seeded
         split (see :func:`split_train_val`) drives early stopping. The input (word)
-        embedding matrix is frozen when ``config.freeze_embeddings``.
+        embedding matrix is frozen when ``config.freeze_embeddings`` (always with frozen lower layers).
         ``progress(fraction in [0, 1])`` is called after every step.
         Raises EmptyInputError without labelled examples, SchemaError /
         UnknownLabelError / AlignmentError for annotations that do not fit the schema.
