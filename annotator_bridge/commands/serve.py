@@ -175,6 +175,7 @@ def run_serve(args: argparse.Namespace) -> int:
     level = apply_log_level(settings, bool(getattr(args, "verbose", False)))
     accesslog.install()
     if args.server == "gunicorn":
+        _open_database_once(settings)
         return _serve_gunicorn(args, level)
     from werkzeug.serving import run_simple
 
@@ -182,6 +183,14 @@ def run_serve(args: argparse.Namespace) -> int:
     log.info("al-loop web server on http://%s:%d (werkzeug, threaded)", args.host, args.port)
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False, use_debugger=False)
     return 0
+
+
+def _open_database_once(settings: Any) -> None:
+    """Upgrade (or refuse) the database in gunicorn's master, before it forks: a database from a newer
+    al-loop is then one CLI error line instead of a traceback in every forked worker."""
+    from al_loop.store import Store
+
+    Store(settings.database_url).dispose()
 
 
 def _serve_gunicorn(args: argparse.Namespace, level: int = logging.INFO) -> int:

@@ -255,7 +255,10 @@ def test_a_real_round_on_the_train_worker_writes_to_postgresql(pg_stack: Any, sh
     assert {i.item_id for i in stack.store.get_items(pid)} >= {p["id"] for p in pool}
 
 
-@pytest.mark.parametrize("args", [("status",), ("serve", "--server", "werkzeug", "--port", "0")])
+@pytest.mark.parametrize(
+    "args",
+    [("status",), ("serve", "--server", "werkzeug", "--port", "0"), ("serve", "--server", "gunicorn", "--port", "0")],
+)
 def test_processes_refuse_a_database_from_a_newer_al_loop(tmp_path: Path, args: tuple[str, ...]) -> None:
     """A clear one-line refusal, no traceback, and the database left as it was."""
     import subprocess
