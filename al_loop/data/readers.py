@@ -303,7 +303,7 @@ class _Ctx:
     def __init__(self, path: str, prefix: str) -> None:
         self.path = path
         self.prefix = prefix
-        self.ids: dict[str, str] = {}
+        self.ids: dict[str, int] = {}  # item id -> its line (>= 1), or -1 - its record index (JSON arrays)
         self.repaired = 0
         self.first_repair_line = 0
 
@@ -314,10 +314,11 @@ class _Ctx:
 
     def item_id(self, explicit: str | None, index: int, line: int | None, record: int | None = None) -> ItemId:
         iid = explicit if explicit else f"{self.prefix}:{index}"
-        where = f"line {line}" if line is not None else f"record {record}"
-        if iid in self.ids:
-            raise self.error(f"duplicate item id (first seen at {self.ids[iid]})", line, record)
-        self.ids[iid] = where
+        first = self.ids.get(iid)
+        if first is not None:
+            where = f"line {first}" if first > 0 else f"record {-1 - first}"
+            raise self.error(f"duplicate item id (first seen at {where})", line, record)
+        self.ids[iid] = line if line is not None else -1 - (record or 0)
         return ItemId(iid)
 
     def note_repairs(self, count: int, line: int | None) -> None:

@@ -190,7 +190,8 @@ class _Lines:
         first = True
         total = 0
         while True:
-            chunk = self.fh.read(_CHUNK)
+            chunk = self.fh.read(max(_CHUNK, len(_BOM)) if first else _CHUNK)
+            eof = not chunk
             total += len(chunk)
             if self.max_bytes is not None and total > self.max_bytes:  # it grew since it was checked
                 raise DataFormatError(f"file is larger than the limit of {self.max_bytes} bytes", str(self.path))
@@ -201,12 +202,12 @@ class _Lines:
             data = carry + chunk
             pos = 0
             for m in _BREAK.finditer(data):
-                if m.end() == len(data) and m.group() == b"\r" and chunk:
+                if m.end() == len(data) and m.group() == b"\r" and not eof:
                     break  # a \r at the end of the buffer may be the first half of \r\n
                 yield data[pos:m.start()], m.group()
                 pos = m.end()
             carry = data[pos:]
-            if not chunk:
+            if eof:
                 if carry:
                     yield carry, b""
                 return

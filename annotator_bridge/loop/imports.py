@@ -58,7 +58,9 @@ def run_import(store: Store, import_id: int, path: Path, *, max_bytes: int | Non
             checked = validate_examples(project, batch, job.split, path)
             report = store.add_item_batch(project.id, checked, job.split)
             if record_labels:
-                counts["labels_recorded"] += _record_labels(store, project.id, checked)
+                skipped = set(report.duplicate_texts)  # not stored: their text is another item's
+                counts["labels_recorded"] += _record_labels(store, project.id,
+                                                            [ex for ex in checked if ex.item_id not in skipped])
             counts["rows_read"] += len(batch)
             counts["added"] += report.added
             counts["existing"] += report.existing

@@ -9,7 +9,7 @@ from typing import Any
 
 from al_loop.data.readers import FORMATS, read_examples
 from al_loop.data.schema import LabelSchema
-from al_loop.data.stream import file_size
+from al_loop.data.stream import DEFAULT_BATCH_SIZE, file_size
 from al_loop.errors import (
     AlLoopError,
     ConfigError,
@@ -39,6 +39,9 @@ StartRound = Callable[[int, str], Round | None]
 
 class ProjectSetup:
     """Project creation (new Label Studio project, attached one, or none) and item import."""
+
+    import_batch_size = DEFAULT_BATCH_SIZE
+    """Examples per transaction of an import job."""
 
     def __init__(self, store: Store, settings: Settings, links: LabelStudioLinks, start_round: StartRound) -> None:
         self.store = store
@@ -198,7 +201,8 @@ class ProjectSetup:
             return job
         # the path was resolved inside AL_LOOP_IMPORT_DIRS when the job was accepted; check it again
         path = self.settings.resolve_import_path(job.path)
-        job = run_import(self.store, import_id, path, max_bytes=self.settings.max_import_bytes)
+        job = run_import(self.store, import_id, path, max_bytes=self.settings.max_import_bytes,
+                         batch_size=self.import_batch_size)
         if job.status is not ImportStatus.SUCCEEDED:
             return job
         project = self.store.get_project(job.project_id)

@@ -1,0 +1,155 @@
+"""Import jobs through the API (202, then GET for state and counts) and ``al-loop import`` (its progress bar)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from al_loop.states import ImportStatus
+from al_loop.store import Store
+from al_loop.store.imports import list_imports
+from annotator_bridge import cli
+from annotator_bridge.commands import importer
+from annotator_bridge.dispatch import InlineDispatcher
+from tests.bridge.test_import_security import AUTH, _web
+
+
+def _pool(path: Path, n: int, bad_line: int | None = None) -> Path:
+    lines = [json.dumps({"id": f"t{i}", "text": f"pool text {i}"}) if i + 1 != bad_line else '{"id": "x", "text":'
+             for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> SimpleNamespace:
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    w = _web(tmp_path / "web", AL_LOOP_IMPORT_DIRS=str(folder))
+    w.folder = folder
+    return w
+
+
+def _post(web: SimpleNamespace, body: dict[str, Any], pid: int | None = None) -> Any:
+    return web.client.post(f"/api/projects/{pid or web.pid}/items", json=body, headers=AUTH)
+
+
+def _get(web: SimpleNamespace, url: str) -> Any:
+    return web.client.get(url, headers=AUTH)
+
+
+def test_a_background_path_import_answers_202_and_the_job_reports_its_counts(web: SimpleNamespace) -> None:
+    path = _pool(web.folder / "pool.jsonl", 1_200)
+    resp = _post(web, {"path": str(path), "background": True})
+    assert resp.status_code == 202, resp.get_json()
+    job = resp.get_json()["import"]
+    assert job["id"] >= 1 and job["project_id"] == web.pid and job["bytes_total"] == path.stat().st_size
+    assert ("run_import", (job["id"],)) in web.dispatcher.calls
+    done = _get(web, f"/api/projects/{web.pid}/imports/{job['id']}").get_json()["import"]
+    assert done["status"] == "succeeded" and done["progress"] == 1.0 and done["error"] is None
+    assert (done["rows_read"], done["added"], done["existing"], done["duplicates"]) == (1_200, 1_200, 0, 0)
+    assert done["bytes_read"] == done["bytes_total"]
+    assert web.store.count_items(web.pid) == 1_200
+    listed = _get(web, f"/api/projects/{web.pid}/imports").get_json()["imports"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    again = _post(web, {"path": str(path), "background": True}).get_json()["import"]
+    final = _get(web, f"/api/projects/{web.pid}/imports/{again['id']}").get_json()["import"]
+    assert (final["status"], final["added"], final["existing"]) == ("succeeded", 0, 1_200)
+
+
+def test_small_files_stay_synchronous_and_large_ones_become_jobs(web: SimpleNamespace,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _pool(web.folder / "small.jsonl", 20)
+    resp = _post(web, {"path": str(path)})
+    assert resp.status_code == 201 and resp.get_json()["added"] == 20  # as before: the report in the answer
+    monkeypatch.setattr("annotator_bridge.loop.projects.SYNC_IMPORT_MAX_BYTES", 100)
+    big = _pool(web.folder / "big.jsonl", 50)
+    resp = _post(web, {"path": str(big)})
+    # the inline dispatcher ran the job inside the request; a worker would leave it pending or running here
+    assert resp.status_code == 202 and resp.get_json()["import"]["status"] == "succeeded"
+    assert web.store.count_items(web.pid) == 50
+
+
+def test_a_failed_job_names_the_line_keeps_the_batches_before_and_the_api_says_so(
+        web: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web.loop.projects, "import_batch_size", 100)
+    path = _pool(web.folder / "broken.jsonl", 450, bad_line=321)
+    job = _post(web, {"path": str(path), "background": True}).get_json()["import"]
+    got = _get(web, f"/api/projects/{web.pid}/imports/{job['id']}").get_json()["import"]
+    assert got["status"] == "failed" and f"{path}:321" in got["error"] and "bad JSON" in got["error"]
+    assert got["added"] == 300 == web.store.count_items(web.pid)
+    assert 0 < got["progress"] < 1
+
+
+def test_import_routes_refuse_what_they_should(web: SimpleNamespace, tmp_path: Path) -> None:
+    outside = _pool(tmp_path / "outside.jsonl", 3)
+    resp = _post(web, {"path": str(outside), "background": True})
+    assert resp.status_code == 400 and "AL_LOOP_IMPORT_DIRS" in resp.get_json()["error"]["message"]
+    resp = _post(web, {"items": [{"id": "a", "text": "x"}], "background": True})
+    assert resp.status_code == 400 and "'background'" in resp.get_json()["error"]["message"]
+    resp = _post(web, {"path": str(_pool(web.folder / "p.jsonl", 3)), "background": "yes"})
+    assert resp.status_code == 400
+    resp = _post(web, {"path": str(web.folder / "p.jsonl"), "background": True, "format": "xml"})
+    assert resp.status_code == 400 and "unknown format" in resp.get_json()["error"]["message"]
+    assert _get(web, f"/api/projects/{web.pid}/imports/1").status_code == 404
+    assert _get(web, f"/api/projects/{web.pid}/imports/99999999999").status_code == 404
+    assert _get(web, "/api/projects/999/imports").status_code == 404
+    job = _post(web, {"path": str(web.folder / "p.jsonl"), "background": True}).get_json()["import"]
+    other = web.loop.create_project({"name": "other", "task": "classification", "labels": ["a", "b"]}).id
+    assert _get(web, f"/api/projects/{other}/imports/{job['id']}").status_code == 404  # another project's
+
+
+def test_a_redelivered_import_task_does_not_import_twice(web: SimpleNamespace) -> None:
+    path = _pool(web.folder / "pool.jsonl", 30)
+    job = _post(web, {"path": str(path), "background": True}).get_json()["import"]
+    assert isinstance(web.dispatcher, InlineDispatcher)
+    web.dispatcher.run_import(job["id"])  # a second delivery: the job is finished, nothing happens
+    assert web.loop.store.count_items(web.pid) == 30
+    assert [j.status for j in list_imports(web.store, web.pid)] == [ImportStatus.SUCCEEDED]
+
+
+# ---------------------------------------------------------------------------- the command line
+def _cli_project(tmp_path: Path) -> tuple[str, int]:
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    web = _web(tmp_path / "cliweb")
+    store = Store(url)
+    from al_loop.data.schema import LabelSchema
+    from al_loop.types import TaskKind
+
+    pid = store.create_project("cli", LabelSchema(TaskKind.CLASSIFICATION, ("a", "b"))).id
+    store.dispose()
+    web.store.dispose()
+    return url, pid
+
+
+def test_cli_import_shows_a_progress_bar_and_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url, pid = _cli_project(tmp_path)
+    path = _pool(tmp_path / "pool.jsonl", 5_000)
+    rc = cli.main(["import", "--project", str(pid), str(path), "--db", url, "--batch-size", "1000"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert f"import 1 into project {pid} (pool): succeeded; 5,000 rows read, 5,000 added" in out
+    assert "import 1:" in err and "100%" in err and "rows=5,000" in err  # the tqdm bar, on stderr
+    store = Store(url)
+    assert store.count_items(pid) == 5_000
+    assert list_imports(store, pid)[0].options["source"] == "cli"
+    store.dispose()
+
+
+def test_cli_import_of_a_broken_file_exits_1_with_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url, pid = _cli_project(tmp_path)
+    path = _pool(tmp_path / "broken.jsonl", 2_500, bad_line=2_222)
+    args = argparse.Namespace(path=str(path), project=pid, format=None, split="pool", record_labels=False,
+                              batch_size=1_000, db=url, no_progress=True)
+    assert importer.run_import_command(args) == 1
+    out, err = capsys.readouterr()
+    assert "failed; 2,000 rows read, 2,000 added" in out
+    assert f"{path}:2222: bad JSON" in err and "2,000 items stored before it are kept" in err
+    assert "import 1:" not in err  # --no-progress
+    assert cli.main(["import", "--project", "99", str(path), "--db", url]) == 2  # an unknown project
+    assert "project 99" in capsys.readouterr().err
