@@ -153,3 +153,37 @@ def test_cli_import_of_a_broken_file_exits_1_with_the_line(tmp_path: Path, capsy
     assert "import 1:" not in err  # --no-progress
     assert cli.main(["import", "--project", "99", str(path), "--db", url]) == 2  # an unknown project
     assert "project 99" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the worker's task
+def test_the_celery_dispatcher_sends_run_import_to_default_and_the_task_runs_the_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from annotator_bridge.settings import Settings
+    from annotator_bridge.worker import tasks
+    from annotator_bridge.worker.celery_app import make_celery
+    from annotator_bridge.worker.config import IMPORT_TASK
+    from annotator_bridge.worker.dispatcher import CeleryDispatcher
+
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    settings = Settings.from_env({"AL_LOOP_HOME": str(tmp_path / "home"), "AL_LOOP_BROKER_URL": "filesystem://",
+                                  "AL_LOOP_IMPORT_DIRS": str(folder)})
+    app = make_celery(settings)
+    sent: list[tuple[list[Any], str]] = []
+    monkeypatch.setattr(app.tasks[IMPORT_TASK], "apply_async",
+                        lambda args, queue, routing_key: sent.append((args, queue)))
+    CeleryDispatcher(app).run_import(5)
+    assert sent == [([5], "default")]
+
+    tasks.reset_services()
+    try:
+        services = tasks.get_services(app)
+        pid = services.loop.create_project({"name": "w", "task": "classification", "labels": ["a", "b"],
+                                               "label_studio": False}).id
+        job = services.loop.projects.start_import(pid, _pool(folder / "pool.jsonl", 40))
+        app.tasks[IMPORT_TASK](job.id)  # the task body, in this process
+        app.tasks[IMPORT_TASK](job.id)  # redelivered: the job is finished, nothing is read again
+        done = list_imports(services.store, pid)
+        assert [(j.status, j.added) for j in done] == [(ImportStatus.SUCCEEDED, 40)]
+    finally:
+        tasks.reset_services()

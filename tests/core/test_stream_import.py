@@ -150,11 +150,11 @@ def _project(store: Store, name: str = "p") -> int:
     return store.create_project(name, LabelSchema(TaskKind.CLASSIFICATION, ("a", "b"))).id
 
 
-def test_batches_across_boundaries_equal_one_add_items(tmp_path: Path) -> None:
+def test_batches_across_boundaries_equal_one_add_items(database_url: str) -> None:
     rng = random.Random(3)
     examples = [Example(ItemId(f"i{rng.randint(0, 60)}"), f"text  {rng.randint(0, 50)}",
                         labels=(rng.choice("ab"),) if rng.random() < 0.3 else None) for _ in range(120)]
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = Store(database_url)
     one, batched = _project(store, "one"), _project(store, "batched")
     reference = store.add_items(one, examples)
     added = existing = 0
