@@ -42,8 +42,8 @@ from werkzeug.exceptions import BadRequest
 
 from al_loop.config import LOOP_BOUNDS
 from al_loop.errors import ConfigError, ConflictError, NotFoundError
-from al_loop.states import RoundStatus
-from al_loop.store.imports import get_import, list_imports
+from al_loop.states import ImportStatus, RoundStatus
+from al_loop.store.imports import get_import, list_imports, update_import
 from al_loop.store.records import Project, Round
 from annotator_bridge.loop import ProjectSpec, examples_from_records
 from annotator_bridge.web.auth import check_bearer
@@ -147,7 +147,12 @@ def import_items(project_id: int) -> Any:
         job = services.loop.projects.start_import(project_id, path, format=fmt, split=split,
                                                   record_labels=_flag(options, "record_labels"),
                                                   start_round=_flag(options, "start_round"))
-        services.dispatcher.run_import(job.id)
+        try:
+            services.dispatcher.run_import(job.id)
+        except Exception as exc:  # the broker refused it: the job would stay pending forever
+            update_import(services.store, job.id, status=ImportStatus.FAILED,
+                          error=f"the import could not be queued ({type(exc).__name__})")
+            raise
         job = get_import(services.store, project_id, job.id)
         return jsonify({"import": job.to_dict()}), 202
     examples = examples_from_records(records, project.task) if records is not None else None

@@ -187,3 +187,18 @@ def test_the_celery_dispatcher_sends_run_import_to_default_and_the_task_runs_the
         assert [(j.status, j.added) for j in done] == [(ImportStatus.SUCCEEDED, 40)]
     finally:
         tasks.reset_services()
+
+
+def test_a_broker_that_refuses_the_job_is_a_503_and_the_job_is_failed_not_left_pending(web: SimpleNamespace) -> None:
+    from annotator_bridge.worker.dispatcher import BrokerUnavailable
+
+    class Down(InlineDispatcher):
+        def run_import(self, import_id: int) -> None:
+            raise BrokerUnavailable("the task queue is unavailable")
+
+    web.client.application.extensions["al_loop"].dispatcher = Down()
+    resp = _post(web, {"path": str(_pool(web.folder / "p.jsonl", 3)), "background": True})
+    assert resp.status_code == 503 and resp.get_json()["error"]["type"] == "BrokerUnavailable"
+    [job] = list_imports(web.store, web.pid)
+    assert job.status is ImportStatus.FAILED and "could not be queued" in (job.error or "")
+    assert web.store.count_items(web.pid) == 0
