@@ -67,3 +67,71 @@ def test_bench_ingest_smoke(tmp_path: Path) -> None:
     assert figures["sent"] == 20 and figures["acked"] == 20, figures
     assert figures["http_5xx"] == 0 and figures["errors"] == {} and figures["lost"] == 0, figures
     assert figures["drain_s"] is not None and figures["ack_p99_ms"] >= figures["ack_p50_ms"] > 0
+
+
+def _bench_scale():  # type: ignore[no-untyped-def]
+    """benchmarks/bench_scale.py as a module registered in sys.modules (its dataclasses need that)."""
+    import sys
+
+    if "bench_scale" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_scale", REPO / "benchmarks" / "bench_scale.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_scale"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_scale"]
+
+
+def test_bench_scale_import_and_memory_smoke(tmp_path: Path) -> None:
+    """The scale benchmark's store-only parts at a tiny size (fresh child processes, no transformer)."""
+    bench = _bench_scale()
+    out = tmp_path / "scale.json"
+    assert bench.main(["--part", "import", "--import-sizes", "500", "--import-batch", "200", "--part", "memory",
+                       "--sizes", "300", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["results"]) == {"import", "memory"} and doc["machine"]["cpus"] >= 1
+    (imp,) = doc["results"]["import"]
+    assert imp["items"] == 500 and imp["items_per_s"] > 0 and imp["peak_rss_mib"] >= imp["rss_before_mib"] > 0
+    (mem,) = doc["results"]["memory"]
+    assert mem["pool"] == 300 and mem["chunked"]["stored_rows"] == 300
+
+
+def test_bench_scale_texts_are_unique_and_realistic() -> None:
+    bench = _bench_scale()
+    batches = list(bench.synthetic_batches(1000, 300))
+    assert [len(b) for b in batches] == [300, 300, 300, 100]
+    pairs = [p for b in batches for p in b]
+    assert len({i for i, _ in pairs}) == 1000 and len({t for _, t in pairs}) == 1000
+    words = [len(t.split()) for _, t in pairs]
+    assert 5 < sum(words) / len(words) < 60  # sentences, not tokens or documents
+    assert bench.synthetic_texts(50, seed=3) == bench.synthetic_texts(50, seed=3)
+
+
+@pytest.mark.slow
+def test_bench_scale_round_and_throughput_smoke(tmp_path: Path) -> None:
+    """A real MiniLM round on a tiny pool split into phases, and the scoring-throughput comparison."""
+    bench = _bench_scale()
+    out = tmp_path / "scale.json"
+    assert bench.main(["--part", "round", "--round-sizes", "120", "--labels", "12", "--fast-train",
+                       "--part", "throughput", "--throughput-n", "16", "--naive-n", "4", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    (rnd,) = results["round"]
+    assert rnd["pool"] == 120 and rnd["labels"] == 12 and rnd["stored_rows"] == rnd["payloads"] == 120
+    assert all(rnd[k] is not None and rnd[k] >= 0 for k in ("train_s", "score_s", "select_s", "push_s", "wall_s"))
+    paths = {r["path"]: r for r in results["throughput"]}
+    assert set(paths) == {"pipeline_naive", "pipeline_batched", "fixed_fp32", "alloop", "alloop_probs",
+                          "alloop_fp32"}
+    assert paths["pipeline_naive"]["texts"] == 4 and paths["alloop"]["texts"] == 16
+    assert all(r["texts_per_s"] > 0 for r in paths.values()) and paths["pipeline_naive"]["x_naive"] == 1.0
+
+
+@pytest.mark.slow
+def test_bench_scale_fanout_smoke(tmp_path: Path) -> None:
+    """Two warm one-thread score workers against one two-thread process on a tiny pool."""
+    bench = _bench_scale()
+    out = tmp_path / "scale.json"
+    assert bench.main(["--part", "fanout", "--fanout-size", "120", "--labels", "12", "--fast-train",
+                       "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]["fanout"]
+    assert row["pool"] == 120 and row["one_worker_2_threads_s"] > 0 and row["two_workers_1_thread_s"] > 0
+    assert row["ratio"] > 0 and row["selection_overlap"] >= 0.5
