@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from al_loop.errors import NotFoundError
 from al_loop.states import ImportStatus, check_import_transition
+from al_loop.store.limits import check_string
 from al_loop.store.repository import Store, _known_id
 from al_loop.store.tables import ImportRow
 
@@ -70,7 +71,12 @@ def _job(r: ImportRow) -> ImportJob:
 
 def create_import(store: Store, project_id: int, path: str, *, format: str | None, split: str,
                   options: dict[str, Any] | None = None, bytes_total: int = 0) -> ImportJob:
-    """A new ``pending`` job (NotFoundError for an unknown project)."""
+    """A new ``pending`` job (NotFoundError for an unknown project; the format name and split are checked
+    against their columns: the API and the command line accept only known formats and pool/test)."""
+    if split not in ("pool", "test"):
+        raise ValueError("split must be 'pool' or 'test'")
+    if format is not None:
+        check_string("import format", format, ImportRow.format)
     with store.session() as s:
         store._project_row(s, project_id)
         row = ImportRow(project_id=project_id, status=ImportStatus.PENDING.value, path=path, format=format,

@@ -249,3 +249,14 @@ def test_migration_0002_adds_imports_to_a_0001_database_with_its_rows(database_u
     job = create_import(store, 1, "/data/x.jsonl", format="jsonl", split="pool", bytes_total=2**40)
     assert get_import(store, 1, job.id).bytes_total == 2**40  # BIGINT: files over 2 GiB
     store.dispose()
+
+
+def test_an_import_job_refuses_what_its_columns_cannot_hold(tmp_path: Path) -> None:
+    from al_loop.store.limits import ValueOutOfBoundsError
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    pid = _project(store)
+    with pytest.raises(ValueOutOfBoundsError, match="import format"):
+        create_import(store, pid, "/x.jsonl", format="f" * 21, split="pool")
+    with pytest.raises(ValueError, match="split"):
+        create_import(store, pid, "/x.jsonl", format=None, split="train")
