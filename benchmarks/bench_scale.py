@@ -7,11 +7,11 @@ plus a short ``(ref N)`` tail that makes each unique. Every measured figure is p
 (``{"part": ..., ...}``) and the whole run as one JSON document at the end (and in ``--out``). Medians over
 ``--repeats`` where a part repeats. The parts:
 
-* ``import``: ``--import-sizes`` texts added to a fresh SQLite store by ``Store.add_items`` in batches of
-  ``--import-batch`` (10,000), generated batch by batch, in a fresh process. Columns: ``items``,
-  ``import_s``, ``items_per_s``, ``rss_before_mib`` (the process before importing), ``peak_rss_mib`` (its
-  high-water mark while importing, VmHWM) and ``db_mib``. This is the store's side of an import, not the
-  HTTP/file import job.
+* ``import``: ``--import-sizes`` texts added to a fresh SQLite store by ``Store.add_item_batch`` (the large-import
+  path of the import job) in batches of ``--import-batch`` (10,000), generated batch by batch, in a fresh
+  process. Columns: ``items``, ``import_s``, ``items_per_s``, ``rss_before_mib`` (the process before
+  importing), ``peak_rss_mib`` (its high-water mark while importing, VmHWM) and ``db_mib``. This is the
+  store's side of an import; ``benchmarks/bench_import.py`` measures the whole job from a file.
 * ``round``: a real round (``RoundService.run_round``, the packaged MiniLM, project defaults, strategy
   ``least_confidence`` with the near-duplicate filter, batch 50) on ``--round-sizes`` pools with
   ``--labels`` TREC questions labelled, in a fresh process. Columns: ``train_s`` (fine-tune or head, with
@@ -271,8 +271,9 @@ def setup_store(db: Path, n: int, labels: int, *, fast_train: bool = False, batc
     store = Store(f"sqlite:///{db}")
     schema = LabelSchema.build("classification", LABELS)
     project = store.create_project("scale", schema, loop=LoopConfig(), training=_training(fast_train))
+    add = getattr(store, "add_item_batch", store.add_items)
     for pairs in synthetic_batches(n, batch):
-        store.add_items(project.id, [Example(ItemId(i), t) for i, t in pairs])
+        add(project.id, [Example(ItemId(i), t) for i, t in pairs])
     questions = _trec()
     picks = np.random.default_rng(1).choice(len(questions), size=min(labels, len(questions)), replace=False)
     store.add_items(project.id, [Example(ItemId(f"l{k}"), questions[int(j)][0]) for k, j in enumerate(picks)])
@@ -296,8 +297,9 @@ def import_child(folder: str, n: int, batch: int) -> dict[str, Any]:
     rss0 = _rss_now_mib()
     _reset_peak()
     t0 = time.perf_counter()
+    add = getattr(store, "add_item_batch", store.add_items)  # the large-import path (one lookup per batch)
     for pairs in synthetic_batches(n, batch):
-        store.add_items(project.id, [Example(ItemId(i), t) for i, t in pairs])
+        add(project.id, [Example(ItemId(i), t) for i, t in pairs])
     seconds = time.perf_counter() - t0
     peak = _peak_mib()
     store.dispose()
