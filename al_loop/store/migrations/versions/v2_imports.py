@@ -6,6 +6,9 @@ Create Date: 2026-12-02
 
 ``ix_items_hash`` (project, split, text hash) lets a batched import check each batch's texts against the
 project without reading every hash of the pool. A revision is frozen: it never imports ``al_loop.store.tables``.
+
+Idempotent like the baseline: a database that has the table or the index already (one written by this release
+whose ``alembic_version`` was lost, which the baseline then adopts) keeps them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    insp = sa.inspect(op.get_bind())
+    if not insp.has_table("imports"):
+        _create_imports()
+    if "ix_items_hash" not in {ix["name"] for ix in insp.get_indexes("items")}:
+        op.create_index("ix_items_hash", "items", ["project_id", "split", "text_hash"])
+
+
+def _create_imports() -> None:
     op.create_table(
         "imports",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -42,7 +53,6 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(), nullable=True),
     )
     op.create_index("ix_imports_project", "imports", ["project_id", "id"])
-    op.create_index("ix_items_hash", "items", ["project_id", "split", "text_hash"])
 
 
 def downgrade() -> None:
