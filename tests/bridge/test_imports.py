@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,9 +15,12 @@ from al_loop.states import ImportStatus
 from al_loop.store import Store
 from al_loop.store.imports import list_imports
 from annotator_bridge import cli
+from annotator_bridge.client import wait_until
 from annotator_bridge.commands import importer
 from annotator_bridge.dispatch import InlineDispatcher
+from annotator_bridge.web import create_app
 from tests.bridge.test_import_security import AUTH, _web
+from tests.bridge.test_loop import make_env
 
 
 def _pool(path: Path, n: int, bad_line: int | None = None) -> Path:
@@ -202,3 +206,37 @@ def test_a_broker_that_refuses_the_job_is_a_503_and_the_job_is_failed_not_left_p
     [job] = list_imports(web.store, web.pid)
     assert job.status is ImportStatus.FAILED and "could not be queued" in (job.error or "")
     assert web.store.count_items(web.pid) == 0
+
+
+def test_the_single_process_server_runs_the_job_behind_the_202_and_get_shows_its_progress(tmp_path: Path) -> None:
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    env = make_env(tmp_path, extra_env={"AL_LOOP_API_TOKEN": AUTH["Authorization"].split()[1],
+                                        "AL_LOOP_IMPORT_DIRS": str(folder)})
+    pid = env.loop.create_project({"name": "bg", "task": "classification", "labels": ["a", "b"],
+                                   "label_studio": False}).id
+    app = create_app(env.settings, store=env.store)  # no dispatcher: the background thread
+    services = app.extensions["al_loop"]
+    services.loop.projects.import_batch_size = 100
+    go, calls, real = threading.Event(), [], env.store.add_item_batch
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the first batch is stored and its progress written; hold the second
+            assert go.wait(30)
+        return real(*args, **kwargs)
+
+    env.store.add_item_batch = held  # type: ignore[method-assign]
+    client = app.test_client()
+    path = _pool(folder / "pool.jsonl", 350)
+    job = client.post(f"/api/projects/{pid}/items", json={"path": str(path), "background": True},
+                      headers=AUTH).get_json()["import"]
+    url = f"/api/projects/{pid}/imports/{job['id']}"
+    wait_until(lambda: client.get(url, headers=AUTH).get_json()["import"]["rows_read"] == 100, 30, 0.02, "batch 1")
+    mid = client.get(url, headers=AUTH).get_json()["import"]
+    assert mid["status"] == "running" and mid["added"] == 100 and 0 < mid["progress"] < 0.5
+    go.set()
+    services.dispatcher.join()
+    done = client.get(url, headers=AUTH).get_json()["import"]
+    assert (done["status"], done["rows_read"], done["added"], done["progress"]) == ("succeeded", 350, 350, 1.0)
+    services.dispatcher.close()
