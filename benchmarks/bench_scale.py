@@ -535,8 +535,9 @@ def part_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
     alloop_fp32 = TextModel.create(schema, config=TrainingConfig(precision="fp32"))
     path = str(resolve_model_path("default"))
     tok = AutoTokenizer.from_pretrained(path)
-    hf = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(LABELS)).eval()
-    pipe = pipeline("text-classification", model=hf, tokenizer=tok, device=torch.device("cpu"), top_k=None)
+    device = alloop.device  # device auto: CUDA when present, for every path alike
+    hf = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(LABELS)).eval().to(device)
+    pipe = pipeline("text-classification", model=hf, tokenizer=tok, device=device, top_k=None)
 
     def naive() -> int:
         for text in naive_texts:
@@ -550,7 +551,7 @@ def part_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
         with torch.inference_mode():
             for b in range(0, len(texts), 32):
                 enc = tok(texts[b:b + 32], padding="max_length", truncation=True, max_length=128, return_tensors="pt")
-                torch.softmax(hf(**enc).logits.float(), dim=-1).numpy()
+                torch.softmax(hf(**enc.to(device)).logits.float(), dim=-1).cpu().numpy()
         return len(texts)
 
     def predict(model: Any, embeddings: bool) -> Callable[[], int]:
@@ -583,7 +584,8 @@ def part_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
                                          "x_naive": round(rate / rates["pipeline_naive"], 2),
                                          "seconds": _median(seconds[name]), "repeats": args.repeats,
                                          "precision": alloop.precision if name in ("alloop", "alloop_probs")
-                                         else "fp32", "torch_threads": torch.get_num_threads()}))
+                                         else "fp32", "device": str(device),
+                                         "torch_threads": torch.get_num_threads()}))
     return rows
 
 
