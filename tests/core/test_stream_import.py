@@ -201,8 +201,9 @@ def test_a_50k_line_import_job_counts_and_progress(tmp_path: Path) -> None:
     assert seen[-1][0] == "succeeded" and get_import(store, pid, job.id) == final
 
 
-def test_an_error_mid_file_keeps_the_batches_before_it_and_a_rerun_adds_the_rest(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_an_error_mid_file_keeps_the_batches_before_it_and_a_rerun_adds_the_rest(tmp_path: Path,
+                                                                                 database_url: str) -> None:
+    store = Store(database_url)
     pid = _project(store)
     broken = _pool_file(tmp_path, 25_000, bad_line=21_234)
     job = create_import(store, pid, str(broken), format=None, split="pool")
