@@ -62,7 +62,7 @@ def _child(db: str, path: str, batch_size: int) -> None:
     from annotator_bridge.loop.imports import run_import
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    store = Store(f"sqlite:///{db}")
+    store = Store(db if "://" in db else f"sqlite:///{db}")
     project = store.create_project("bench", LabelSchema(TaskKind.CLASSIFICATION, ("ABBR", "DESC", "ENTY")))
     job = create_import(store, project.id, path, format=None, split="pool")
     start = time.perf_counter()
@@ -80,25 +80,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--format", choices=("jsonl", "csv", "trec"), default="jsonl")
     ap.add_argument("--batch-size", type=int, default=10_000)
+    ap.add_argument("--postgres", action="store_true",
+                    help="import into a new database on a throwaway PostgreSQL server (tests/postgres_server.py: "
+                         "fsync off, so it measures al-loop, not the disk)")
     ap.add_argument("--child", nargs=2, metavar=("DB", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         _child(args.child[0], args.child[1], args.batch_size)
         return 0
+    server = None
+    if args.postgres:
+        sys.path.insert(0, str(REPO))
+        from tests.postgres_server import PostgresServer
+
+        server = PostgresServer().start()
+    try:
+        _run_sizes(args, server)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def _run_sizes(args: argparse.Namespace, server: object | None) -> None:
     print("| texts | format | file MiB | wall s | rows/s | added | peak RSS MiB (process start) |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             path = Path(tmp) / f"pool{n}.{'txt' if args.format == 'trec' else args.format}"
             write_file(path, n, args.format)
-            db = Path(tmp) / f"bench{n}.db"
+            db = server.new_database() if server is not None else str(Path(tmp) / f"bench{n}.db")  # type: ignore[attr-defined]
             res = subprocess.run([sys.executable, __file__, "--batch-size", str(args.batch_size), "--child", str(db),
                                   str(path)], capture_output=True, text=True, check=True)
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"| {n:,} | {args.format} | {path.stat().st_size / 2**20:.0f} | {r['seconds']} | {r['rows_per_s']:,} "
-                  f"| {r['added']:,} | {r['peak_rss_mib']} ({r['start_rss_mib']}) |", flush=True)
+            where = " (PostgreSQL)" if server else ""
+            print(f"| {n:,} | {args.format}{where} | {path.stat().st_size / 2**20:.0f} | {r['seconds']} | "
+                  f"{r['rows_per_s']:,} | {r['added']:,} | {r['peak_rss_mib']} ({r['start_rss_mib']}) |", flush=True)
             path.unlink()
-    return 0
 
 
 if __name__ == "__main__":
