@@ -18,7 +18,7 @@ from al_loop.errors import (
     SchemaError,
 )
 from al_loop.states import ImportStatus
-from al_loop.store.imports import ImportJob, create_import, get_import
+from al_loop.store.imports import ImportJob, create_import, get_import, update_import
 from al_loop.store.records import Project, Round, payload_from_example
 from al_loop.store.repository import Store
 from al_loop.strategies import make_strategy
@@ -199,8 +199,12 @@ class ProjectSetup:
         if job.status is not ImportStatus.PENDING:
             log.info("import %s is %s; duplicate delivery ignored", import_id, job.status)
             return job
-        # the path was resolved inside AL_LOOP_IMPORT_DIRS when the job was accepted; check it again
-        path = self.settings.resolve_import_path(job.path)
+        # the path was resolved inside AL_LOOP_IMPORT_DIRS when the job was accepted; check it again (this
+        # worker's settings may differ): a refusal fails the job instead of leaving it pending
+        try:
+            path = self.settings.resolve_import_path(job.path)
+        except AlLoopError as exc:
+            return update_import(self.store, import_id, status=ImportStatus.FAILED, error=str(exc))
         job = run_import(self.store, import_id, path, max_bytes=self.settings.max_import_bytes,
                          batch_size=self.import_batch_size)
         if job.status is not ImportStatus.SUCCEEDED:

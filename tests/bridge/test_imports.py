@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -240,3 +241,12 @@ def test_the_single_process_server_runs_the_job_behind_the_202_and_get_shows_its
     done = client.get(url, headers=AUTH).get_json()["import"]
     assert (done["status"], done["rows_read"], done["added"], done["progress"]) == ("succeeded", 350, 350, 1.0)
     services.dispatcher.close()
+
+
+def test_a_worker_whose_folders_do_not_allow_the_path_fails_the_job(web: SimpleNamespace, tmp_path: Path) -> None:
+    path = _pool(web.folder / "pool.jsonl", 5)
+    job = web.loop.projects.start_import(web.pid, path)
+    web.loop.settings = dataclasses.replace(web.settings, import_dirs=(tmp_path / "elsewhere",))
+    done = web.loop.execute_import(job.id)
+    assert done.status is ImportStatus.FAILED and "AL_LOOP_IMPORT_DIRS" in (done.error or "")
+    assert web.store.count_items(web.pid) == 0
