@@ -89,6 +89,37 @@ def test_to_device_pins_and_copies_without_blocking_on_cuda() -> None:
     assert t.calls == [("to", (torch.device("cpu"), False))], "no pinning for the CPU"
 
 
+def test_training_batches_are_pinned_and_copied_without_blocking_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer's collate pins its three tensors and copies them non-blocking when the device is CUDA."""
+    from al_loop.training.trainer import Feature, _collate
+
+    calls: list[tuple[str, Any]] = []
+
+    def pin_memory(self: torch.Tensor) -> torch.Tensor:
+        calls.append(("pin", tuple(self.shape)))
+        return self
+
+    real_to = torch.Tensor.to
+
+    def to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        device = args[0] if args else kwargs.get("device")
+        if isinstance(device, torch.device) and device.type == "cuda":
+            calls.append(("to", kwargs.get("non_blocking", False)))
+            return self
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    feats = [Feature([101, 7, 102], 1), Feature([101, 102], 0)]
+    ids, mask, labels = _collate(feats, 0, "single", torch.device("cuda"))
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert calls == [("pin", (2, 3)), ("pin", (2, 3)), ("pin", (2,)), ("to", True), ("to", True), ("to", True)]
+    assert ids.tolist() == [[101, 7, 102], [101, 102, 0]] and labels.tolist() == [1, 0]
+    calls.clear()
+    _collate(feats, 0, "single", torch.device("cpu"))
+    assert calls == [], "no pinning on the CPU"
+
+
 def test_to_device_on_cpu_is_the_tensor_itself() -> None:
     t = torch.arange(6).reshape(2, 3)
     assert to_device(t, torch.device("cpu")) is t
@@ -133,9 +164,8 @@ def test_fine_tune_and_predict_on_cuda_under_autocast() -> None:
     dtypes: list[torch.dtype] = []
 
     def hook(module: torch.nn.Module, _inp: Any, out: Any) -> None:
-        if isinstance(module, torch.nn.Linear) and isinstance(out, torch.Tensor):
+        if isinstance(module, torch.nn.Linear) and isinstance(out, torch.Tensor) and out.device.type == "cuda":
             dtypes.append(out.dtype)
-            assert out.device.type == "cuda"
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
@@ -146,7 +176,7 @@ def test_fine_tune_and_predict_on_cuda_under_autocast() -> None:
     finally:
         handle.remove()
     assert report.steps > 0
-    assert trained and dtypes, "no linear layer ran"
+    assert trained and dtypes, "no linear layer ran on the GPU"
     want = torch.bfloat16 if expected == "bf16" else torch.float32
     assert want in set(trained), f"training linear layers ran in {set(trained)}, expected autocast {want}"
     assert want in set(dtypes), f"scoring linear layers ran in {set(dtypes)}, expected {want}"
