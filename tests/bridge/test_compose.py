@@ -101,7 +101,9 @@ def _consumed_queues(compose: dict[str, Any], env: dict[str, str]) -> dict[str, 
     parser = build_parser()
     services = interpolate(compose, env)["services"]
     out = {}
-    for name in WORKER_SERVICES:
+    workers = [name for name, svc in services.items() if _command(svc)[:2] == ["al-loop", "worker"]]
+    assert set(workers) >= set(WORKER_SERVICES)
+    for name in workers:
         train_queue = services[name]["environment"]["AL_LOOP_TRAIN_QUEUE"]
         argv = serve_cmd.worker_argv(parser.parse_args(_command(services[name])[1:]), train_queue=train_queue)
         out[name] = set(argv[argv.index("--queues") + 1].split(","))
