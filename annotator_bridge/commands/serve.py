@@ -190,6 +190,7 @@ def _open_database_once(settings: Any) -> None:
     al-loop is then one CLI error line instead of a traceback in every forked worker."""
     from al_loop.store import Store
 
+    settings.ensure_dirs()
     Store(settings.database_url).dispose()
 
 
