@@ -2,7 +2,7 @@
 
 Everything runs on loopback in a temporary AL_LOOP_HOME (removed afterwards): a private
 ``redis-server`` on a free port, ``al-loop worker --queues default``, ``al-loop worker --queues
-train --pool solo`` and ``al-loop serve`` (``--server``: gunicorn, its default, or werkzeug). A
+train --pool solo`` and ``al-loop serve`` (``--server``: werkzeug, its default as in ``al-loop serve``, or gunicorn). A
 classification project linked to a (never contacted) Label Studio project id is written to the
 database, with ``--labelled`` labels and a pool; a round is requested through the API and, once it
 trains (fine-tuning MiniLM for ``--train-steps`` steps), ``--rate`` distinct ``ANNOTATION_CREATED``
