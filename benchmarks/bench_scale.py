@@ -328,6 +328,7 @@ class PipeShardRunner:
 
     def __init__(self, folder: str, threads: int, workers: int) -> None:
         spec = {"kind": "score-worker", "folder": folder, "threads": threads}
+        self.jobs_done = 0
         self.procs = [subprocess.Popen([sys.executable, __file__, "--child-json", json.dumps(spec)],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
                       for _ in range(workers)]
@@ -370,6 +371,7 @@ class PipeShardRunner:
         if errors:
             raise RuntimeError(f"score shard failed: {errors[0]}")
         progress(len(done))
+        self.jobs_done += len(done)
         return [load_result(job.result_dir) for job in jobs]
 
     def close(self) -> None:
@@ -444,7 +446,8 @@ def round_child(folder: str, project_id: int, threads: int, shards: int, workers
     main = ("train", "score", "select")
     other = sum(v for k, v in timings.items() if k not in (*main, "total"))
     return {"pool": len(store.unlabelled_item_ids(project_id)), "labels": len(store.labelled_examples(project_id)),
-            "torch_threads": threads, "shards": shards, "train_s": timings.get("train"),
+            "torch_threads": threads, "shards": shards, "shard_jobs_on_workers": runner.jobs_done if runner else 0,
+            "train_s": timings.get("train"),
             "score_s": timings.get("score"), "select_s": timings.get("select"), "push_s": round(push_s, 3),
             "other_s": round(other, 3), "wall_s": round(wall, 1), "stored_rows": len(scores), "payloads": payloads,
             "rss_before_mib": round(rss0), "peak_rss_mib": round(peak),
@@ -515,6 +518,7 @@ def part_fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
            "selection_overlap": round(len(set(one[0]["selected"]) & set(two[0]["selected"]))
                                       / max(1, len(one[0]["selected"])), 3),
            "train_s_one": _median([r["train_s"] for r in one]), "train_s_two": _median([r["train_s"] for r in two]),
+           "shard_jobs_on_workers": two[-1]["shard_jobs_on_workers"],
            "repeats": len(one)}
     return [_emit("fanout", row)]
 

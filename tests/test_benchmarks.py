@@ -135,3 +135,4 @@ def test_bench_scale_fanout_smoke(tmp_path: Path) -> None:
     (row,) = json.loads(out.read_text())["results"]["fanout"]
     assert row["pool"] == 120 and row["one_worker_2_threads_s"] > 0 and row["two_workers_1_thread_s"] > 0
     assert row["ratio"] > 0 and row["selection_overlap"] >= 0.5
+    assert row["shard_jobs_on_workers"] == 2, "the two shards must have run on the worker processes"
