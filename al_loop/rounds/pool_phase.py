@@ -33,6 +33,13 @@ log = logging.getLogger("al_loop.rounds")
 TextsOf = Callable[[Sequence[ItemId]], Sequence[str]]
 
 
+def runner_available(runner: ShardRunner) -> bool:
+    """False when ``runner`` says it has nobody to run shards (its optional ``available()``); the shards
+    then run in the round's process, which selects the same items."""
+    available = getattr(runner, "available", None)
+    return True if available is None else bool(available())
+
+
 def cold_start_scores(
     snapshot: PoolSnapshot,
     batch_size: int,
@@ -102,6 +109,10 @@ def score_pool(
                          timings=timings, base_embed=base_embed, on_scored=on_scored)
     shards = max(1, min(loop.score_shards, snapshot.n))
     runner = shard_runner if shards > 1 and shard_runner is not None else None
+    if runner is not None and not runner_available(runner):
+        log.warning("score_shards %d: no worker consumes the score shards; scoring the %d shards in this process",
+                    shards, shards)
+        runner = None
     if runner is not None and not ids[2]:
         raise ConfigError("score_shards > 1 with shard workers needs the model saved to the artifacts folder")
     total = snapshot.n

@@ -24,9 +24,9 @@ Both refuse to start without an API token and a webhook secret, or with a placeh
 log level is ``AL_LOOP_LOG_LEVEL`` (``-v``: DEBUG); access-log lines are INFO records.
 
 ``al-loop worker --queues default`` runs ingest/push/reconcile on a threads pool;
-``al-loop worker --queues train --pool solo`` runs rounds, one at a time, in the worker's
-own process (CUDA does not survive ``fork``; run one such worker per GPU, with
-``CUDA_VISIBLE_DEVICES`` selecting the GPU).
+``al-loop worker --queues train`` runs rounds, and ``--queues score`` score shards, one at a time in
+the worker's own process (the solo pool is their default: CUDA does not survive ``fork``; run one
+such worker per GPU, with ``CUDA_VISIBLE_DEVICES`` selecting the GPU).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     w.add_argument("--queues", "-Q", default="default",
                    help="comma-separated queues: default, train (the train queue name is AL_LOOP_TRAIN_QUEUE)")
     w.add_argument("--pool", "-P", choices=POOLS, default=None,
-                   help="solo (default for the train queue), threads (default otherwise) or prefork")
+                   help="solo (default for the train and score queues), threads (default otherwise) or prefork")
     w.add_argument("--concurrency", "-c", type=int, default=None,
                    help="tasks at once (default: 1 for solo, 4 for threads/prefork)")
     w.add_argument("--loglevel", "-l", default=None, help="debug, info, warning, error (default AL_LOOP_LOG_LEVEL)")
@@ -240,11 +240,15 @@ def _serve_gunicorn(args: argparse.Namespace, level: int = logging.INFO) -> int:
 # ---------------------------------------------------------------------------- worker
 def worker_argv(args: argparse.Namespace, train_queue: str = "train", log_level: str = "INFO") -> list[str]:
     """The ``celery worker`` argv for ``al-loop worker`` options."""
+    from annotator_bridge.worker.config import SCORE_QUEUE
+
     queues = [q.strip() for q in str(args.queues).split(",") if q.strip()]
     if not queues:
         raise SystemExit("al-loop worker: --queues must name at least one queue")
     queues = [train_queue if q == "train" else q for q in queues]
-    pool = args.pool or ("solo" if train_queue in queues else "threads")
+    # Queues that load a model (rounds, score shards) run one task at a time in the worker's own process.
+    model_queues = {train_queue, SCORE_QUEUE}
+    pool = args.pool or ("solo" if model_queues & set(queues) else "threads")
     concurrency = args.concurrency or (1 if pool == "solo" else 4)
     hostname = args.hostname or f"{'-'.join(queues)}-{os.getpid()}@%h"
     return [

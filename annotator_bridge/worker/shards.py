@@ -13,6 +13,9 @@ the round's worker when every shard folder is there.
   ``score shard i/n failed: ...``.
 - A shard whose worker dies is redelivered (``acks_late``) and scores again; one that finds its
   result on disk returns at once (idempotent).
+- Before sending, :meth:`CeleryShardRunner.available` asks the workers for their queues: when some
+  answer and none consumes the ``score`` queue (the local stack runs no score worker), the round
+  scores its shards in its own process instead (same selection).
 - When no shard finishes for ``timeout`` seconds (no worker consumes the ``score`` queue, or they
   all died), the round fails with a message that says so.
 """
@@ -52,11 +55,26 @@ def record_shard_failure(job: ShardJob, exc: BaseException) -> None:
 class CeleryShardRunner:
     """Runs shard jobs as a Celery group on the ``score`` queue and waits for their result folders."""
 
-    def __init__(self, app: Celery, *, timeout: float = 600.0, poll: float = 0.25, queue: str = SCORE_QUEUE) -> None:
+    def __init__(self, app: Celery, *, timeout: float = 600.0, poll: float = 0.25, queue: str = SCORE_QUEUE,
+                 inspect_timeout: float = 1.0) -> None:
         self.app = app
+        self.inspect_timeout = inspect_timeout
         self.timeout = timeout
         self.poll = poll
         self.queue = queue
+
+    def available(self) -> bool:
+        """False only when workers answered and none of them consumes the score queue (e.g. the local stack's
+        default and train workers): the round then scores its shards itself. No answer (a broker without
+        remote control, every worker busy) counts as available, and the wait's timeout applies."""
+        try:
+            replies = self.app.control.inspect(timeout=self.inspect_timeout).active_queues()
+        except Exception as exc:  # broker down or no broadcast support: let the send decide
+            log.debug("could not ask the workers for their queues: %s", exc)
+            return True
+        if not replies:
+            return True
+        return any(q.get("name") == self.queue for queues in replies.values() for q in (queues or []))
 
     def __call__(self, jobs: Sequence[ShardJob], progress: Callable[[int], None]) -> list[ShardResult]:
         from celery import group

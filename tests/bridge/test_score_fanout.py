@@ -69,6 +69,7 @@ def test_two_score_workers_select_what_one_process_selects(redis_server: Any, tm
     workers = [start_worker(SCORE_WORKER_ARGS, env, tmp_path / "logs" / f"score-{i}.log", timeout=120)
                for i in range(2)]
     try:
+        assert CeleryShardRunner(app, inspect_timeout=5.0).available()  # the score workers answer
         rounds = RoundService(store, None, settings.artifacts_dir, shard_runner=CeleryShardRunner(app, timeout=120))
         rnd = rounds.create_round(project.id)
         done = rounds.run_round(rnd.id).round
@@ -104,6 +105,22 @@ def test_two_score_workers_select_what_one_process_selects(redis_server: Any, tm
         for w in workers:
             w.stop()
         store.dispose()
+
+
+@pytest.mark.integration
+def test_without_a_score_worker_the_runner_says_so(redis_server: Any, tmp_path: Path) -> None:
+    """The local stack's workers (default and train queues, no score worker) answer the queue question: the
+    round then scores its shards itself instead of waiting for the timeout."""
+    env = al_loop_env(tmp_path / "home", redis_server.url_for(8))
+    settings = Settings.from_env(env)
+    settings.ensure_dirs()
+    app = make_celery(settings)
+    worker = start_worker(("worker", "--queues", "default"), env, tmp_path / "logs" / "default.log", timeout=120)
+    try:
+        assert not CeleryShardRunner(app, inspect_timeout=5.0).available()
+    finally:
+        worker.stop()
+    assert CeleryShardRunner(app, inspect_timeout=0.5).available()  # nobody answers: let the wait decide
 
 
 def test_shards_nobody_scores_fail_the_wait_naming_the_queue(tmp_path: Path) -> None:

@@ -221,6 +221,10 @@ def test_worker_argv_defaults() -> None:
     assert renamed[renamed.index("--queues") + 1] == "gpu0" and renamed[renamed.index("--pool") + 1] == "solo"
     default = serve_cmd.worker_argv(parser.parse_args(list(WORKER_DEFAULT_ARGS)))
     assert default[default.index("--pool") + 1] == "threads"
+    score = serve_cmd.worker_argv(parser.parse_args(["worker", "--queues", "score"]))
+    assert score[score.index("--pool") + 1] == "solo" and score[score.index("--concurrency") + 1] == "1"
+    threads = serve_cmd.worker_argv(parser.parse_args(["worker", "--queues", "score", "--pool", "threads"]))
+    assert threads[threads.index("--pool") + 1] == "threads"
     args = parser.parse_args(["serve", "--host", "0.0.0.0", "--port", "8000", "--server", "gunicorn"])
     assert args.func is serve_cmd.run_serve and args.port == 8000
 

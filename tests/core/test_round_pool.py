@@ -28,7 +28,8 @@ def _examples(n: int) -> list[Example]:
     return out
 
 
-def _two_rounds(tmp_path: Path, name: str, **loop: Any) -> tuple[Store, list[list[Any]], list[dict[str, Any]]]:
+def _two_rounds(tmp_path: Path, name: str, shard_runner: Any = None,
+                **loop: Any) -> tuple[Store, list[list[Any]], list[dict[str, Any]]]:
     """A cold start and a trained round; returns the stored rows of each round and their reports."""
     store = Store(f"sqlite:///{tmp_path / f'{name}.sqlite'}")
     schema = LabelSchema.build("classification", ["pos", "neg"])
@@ -36,7 +37,7 @@ def _two_rounds(tmp_path: Path, name: str, **loop: Any) -> tuple[Store, list[lis
     data = _examples(40)
     store.add_items(p.id, data, "pool")
     gold = {e.item_id: payload_from_example(e) for e in data}
-    service = RoundService(store, FakeModel, tmp_path / f"artifacts-{name}")
+    service = RoundService(store, FakeModel, tmp_path / f"artifacts-{name}", shard_runner=shard_runner)
     rows, reports = [], []
     for _ in range(2):
         rnd = service.run_round(service.create_round(p.id).id).round
@@ -59,6 +60,27 @@ def test_chunk_size_and_shards_do_not_change_a_round(tmp_path: Path, strategy: s
         _, got, _ = _two_rounds(tmp_path, f"c{chunk}s{shards}", strategy=strategy, score_chunk_size=chunk,
                                 score_shards=shards)
         assert got == want, (chunk, shards)
+
+
+class _NoWorkers:
+    """A shard runner that has nobody to run shards (no worker consumes the score queue)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def available(self) -> bool:
+        self.asked += 1
+        return False
+
+    def __call__(self, jobs: Any, progress: Any) -> Any:
+        raise AssertionError("a runner without workers must not be sent shards")
+
+
+def test_shards_without_workers_are_scored_in_the_round(tmp_path: Path) -> None:
+    _, want, _ = _two_rounds(tmp_path, "one", strategy="least_confidence")
+    runner = _NoWorkers()
+    _, got, _ = _two_rounds(tmp_path, "fallback", shard_runner=runner, strategy="least_confidence", score_shards=3)
+    assert got == want and runner.asked == 1  # the cold start scores nothing; the trained round asked once
 
 
 def test_a_large_pool_stores_the_batch_and_its_neighbours(tmp_path: Path) -> None:
