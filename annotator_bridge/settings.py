@@ -75,9 +75,13 @@ ENV_NAMES: dict[str, str] = {
     "import_dirs": "AL_LOOP_IMPORT_DIRS",
     "max_import_bytes": "AL_LOOP_MAX_IMPORT_MB",
     "log_level": "AL_LOOP_LOG_LEVEL",
+    "train_cpu_priority": "AL_LOOP_TRAIN_CPU_PRIORITY",
 }
 """Settings field -> environment variable."""
 
+TRAIN_CPU_PRIORITIES = ("nice", "idle", "normal")
+"""How a train-queue worker yields the CPU: ``nice`` (niceness 10, the default), ``idle`` (Linux SCHED_IDLE:
+it runs only on otherwise idle CPU time) or ``normal`` (unchanged)."""
 SECRET_FIELDS = frozenset({"api_token", "dashboard_token", "webhook_secret", "label_studio_api_key"})
 _QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 _PLACEHOLDER_RE = re.compile(r"change[-_ .]?me|placeholder|replace[-_ .]?me", re.IGNORECASE)
@@ -118,6 +122,7 @@ class Settings:
     max_import_bytes: int = DEFAULT_MAX_IMPORT_MB * 1024 * 1024
     log_level: str = "INFO"
     dashboard_token: str | None = field(default=None, repr=False)
+    train_cpu_priority: str = "nice"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
@@ -156,6 +161,11 @@ class Settings:
         if level not in LOG_LEVELS:
             raise ConfigError(f"AL_LOOP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         object.__setattr__(self, "log_level", level)
+        priority = str(self.train_cpu_priority).strip().lower()
+        if priority not in TRAIN_CPU_PRIORITIES:
+            raise ConfigError(f"AL_LOOP_TRAIN_CPU_PRIORITY must be one of {', '.join(TRAIN_CPU_PRIORITIES)}, "
+                              f"got {self.train_cpu_priority!r}")
+        object.__setattr__(self, "train_cpu_priority", priority)
         for name in SECRET_FIELDS:
             value = getattr(self, name)
             if value is not None and (not value.strip() or value != value.strip()):
@@ -197,6 +207,7 @@ class Settings:
             max_import_bytes=_int(get("max_import_bytes"), "max_import_bytes", DEFAULT_MAX_IMPORT_MB) * 1024 * 1024,
             log_level=get("log_level") or "INFO",
             dashboard_token=get("dashboard_token"),
+            train_cpu_priority=get("train_cpu_priority") or "nice",
         )
 
     # ------------------------------------------------------------------ derived values

@@ -65,7 +65,7 @@ from al_loop.types import Example, ItemId, TaskKind  # noqa: E402
 from annotator_bridge.client import ApiClient, wait_until  # noqa: E402
 from annotator_bridge.commands.serve import DEFAULT_SERVER, SERVERS  # noqa: E402
 from annotator_bridge.labelstudio.config import build_label_config  # noqa: E402
-from annotator_bridge.settings import WEBHOOK_SECRET_HEADER  # noqa: E402
+from annotator_bridge.settings import TRAIN_CPU_PRIORITIES, WEBHOOK_SECRET_HEADER  # noqa: E402
 from annotator_bridge.stack.processes import SERVE_ARGS, WORKER_DEFAULT_ARGS, WORKER_TRAIN_ARGS  # noqa: E402
 
 SENDER = Path(__file__).resolve().parent / "ingest_sender.py"
@@ -213,10 +213,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env.update({"AL_LOOP_HOME": str(home), "AL_LOOP_DATABASE_URL": f"sqlite:///{home / 'al-loop.db'}",
                 "AL_LOOP_BROKER_URL": f"redis://127.0.0.1:{rport}/0", "AL_LOOP_API_TOKEN": token,
                 "AL_LOOP_WEBHOOK_SECRET": secret, "AL_LOOP_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
-                "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+                "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+                "AL_LOOP_TRAIN_CPU_PRIORITY": args.train_cpu_priority})
     procs = Procs(home, env)
     figures: dict[str, Any] = {"rate": args.rate, "duration_s": args.duration, "round": not args.no_round,
-                               "cpus": os.cpu_count()}
+                               "cpus": os.cpu_count(), "train_cpu_priority": args.train_cpu_priority}
     store: Store | None = None
     try:
         procs.start("redis", [redis_exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly",
@@ -343,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=2000, help="pool items the webhooks annotate (cycled)")
     ap.add_argument("--train-steps", type=int, default=600, help="fine-tuning steps of the round (long enough "
                                                                   "to outlast the burst)")
+    ap.add_argument("--train-cpu-priority", choices=TRAIN_CPU_PRIORITIES, default="nice",
+                    help="AL_LOOP_TRAIN_CPU_PRIORITY of the training worker")
     ap.add_argument("--no-round", action="store_true", help="no training round during the burst (smoke runs)")
     ap.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the drain")
     ap.add_argument("--keep-home", action="store_true", help="keep the temporary AL_LOOP_HOME (logs)")

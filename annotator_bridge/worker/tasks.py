@@ -169,17 +169,26 @@ TRAIN_NICENESS = 10
 def lower_training_priority(app: Celery) -> int:
     """A train-queue worker gives the CPU to the web process and the ingest worker first (webhook acks stay
     fast while a round trains on the same cores); returns the process's new niceness. Set at start-up, before
-    torch makes its threads (they inherit it); a GPU round barely notices."""
+    torch makes its threads (they inherit it); a GPU round barely notices. ``AL_LOOP_TRAIN_CPU_PRIORITY``:
+    ``nice`` (niceness +10), ``idle`` (SCHED_IDLE: the round runs only on CPU time nothing else wants) or
+    ``normal``."""
     settings = settings_of(app)
     queues = set(getattr(app.amqp.queues, "consume_from", None) or ())
-    if TRAIN_NICENESS <= 0 or settings.train_queue not in queues:
+    if settings.train_cpu_priority == "normal" or TRAIN_NICENESS <= 0 or settings.train_queue not in queues:
         return os.nice(0)
     try:
         niceness = os.nice(TRAIN_NICENESS)
     except OSError as exc:
         log.warning("could not lower the training worker's priority: %s", exc)
         return os.nice(0)
-    log.info("training worker: CPU niceness %d (the web process and ingest come first)", niceness)
+    policy = f"niceness {niceness}"
+    if settings.train_cpu_priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            policy += ", SCHED_IDLE"
+        except (AttributeError, OSError) as exc:  # not Linux, or refused
+            log.warning("could not set the training worker to SCHED_IDLE: %s", exc)
+    log.info("training worker: CPU %s (the web process and ingest come first)", policy)
     return niceness
 
 
