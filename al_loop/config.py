@@ -155,6 +155,8 @@ LOOP_BOUNDS: dict[str, Bound] = {
     "max_scores_stored": _ints(1, 10_000_000),
     "promote": Bound("str"),
     "dedupe_threshold": Bound("float", 0, 1),
+    "stop_set_size": _ints(0, 100_000),
+    "pause_when_stable": Bound("bool"),
     "seed": _ints(0, MAX_SEED),
 }
 
@@ -261,6 +263,9 @@ class LoopConfig:
     max_scores_stored: int = 20_000  # stored ranked rows per round: the batch + the next least confident
     promote: str = "always"  # "always" | "if_better" | "manual"
     dedupe_threshold: float = 0.95  # cosine similarity at which a candidate is a near-duplicate (0 = off)
+    # stopping advice (al_loop/rounds/stopping.py): items of the fixed stop set each trained round predicts (0 = off)
+    stop_set_size: int = 1000
+    pause_when_stable: bool = False  # no automatic round once stabilizing predictions holds (a manual one still runs)
     seed: int = 13
 
     def __post_init__(self) -> None:

@@ -29,6 +29,7 @@ from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError, EmptyInputError, UnknownLabelError
 from al_loop.rounds.service import ModelFactory, RoundService
 from al_loop.rounds.states import RoundStatus
+from al_loop.rounds.stopping import point_fields, stopping_summary
 from al_loop.store.records import payload_from_example
 from al_loop.store.repository import Store
 from al_loop.strategies import STRATEGIES, make_strategy
@@ -36,7 +37,10 @@ from al_loop.types import Example, TaskKind
 
 log = logging.getLogger("al_loop.simulate")
 
-POINT_FIELDS = ("strategy", "repeat", "round", "labels", "tokens", "score", "seconds", "learner")
+POINT_FIELDS = ("strategy", "repeat", "round", "labels", "tokens", "score", "seconds", "learner", "kappa", "changed",
+                "uncertainty", "stops")
+"""``kappa``, ``changed``, ``uncertainty``: the round's stopping measures (None when not measured); ``stops``: the
+stopping criteria that hold after the round, ``|``-joined (see :mod:`al_loop.rounds.stopping`)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class SimulationSpec:
     max_pool_scored: int = 0
     cold_start: str = "random"
     dedupe_threshold: float = LoopConfig.dedupe_threshold
+    stop_set_size: int = LoopConfig.stop_set_size
     seed: int = 13
     full_data: bool = False
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -145,6 +150,7 @@ def run_simulation(
                     dedupe_threshold=spec.dedupe_threshold,
                     retrain_every=0,
                     max_pool_scored=spec.max_pool_scored,
+                    stop_set_size=spec.stop_set_size,
                     seed=spec.seed + repeat,
                 )
                 name = f"sim-{strategy}-r{repeat}-{time.time_ns()}"
@@ -170,6 +176,7 @@ def run_simulation(
                             "score": done.metrics.get("score"),
                             "seconds": done.timings.get("total"),
                             "learner": done.metrics.get("learner", ""),
+                            **point_fields(done.metrics.get("stopping")),
                         }
                         points.append(point)
                         if on_point:
@@ -266,6 +273,8 @@ def summarize(points: Sequence[dict[str, Any]], full_data: float | None = None) 
         }
         if len(tokens[s]) and tokens[s][-1] > 0:
             entry["final_tokens"] = float(tokens[s][-1])
+        if any(p.get("stops") is not None for p in points if p["strategy"] == s):
+            entry["stopping"] = stopping_summary(points, s)
         if random_final is not None:
             first = next((i for i, m in enumerate(mean) if m >= random_final), None)
             reach = float(labels[first]) if first is not None else None
@@ -367,6 +376,7 @@ __all__ = [
     "curve_area",
     "load_data",
     "run_simulation",
+    "stopping_summary",
     "summarize",
     "write_outputs",
 ]

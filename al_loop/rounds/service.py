@@ -28,6 +28,7 @@ from al_loop.rounds.pool_phase import cold_start_scores, score_pool
 from al_loop.rounds.pool_round import PoolSnapshot, ShardJob, ShardRunner, run_shard_job
 from al_loop.rounds.pool_scoring import ShardResult
 from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
+from al_loop.rounds.stop_phase import run_stop_phase
 from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
 from al_loop.store.repository import Store, unlabelled_id_chunks, utcnow
 from al_loop.strategies import DedupedStrategy, Strategy, make_strategy
@@ -131,12 +132,19 @@ class RoundService:
         )
 
     def should_start_round(self, project_id: int) -> bool:
-        """Policy: enough new labels since the last round and nothing running."""
+        """Policy: enough new labels since the last round and nothing running; with ``loop.pause_when_stable``
+        also not once the newest trained round found stabilizing predictions (a round asked for by hand,
+        :meth:`create_round`, still runs)."""
         project = self.store.get_project(project_id)
         every = project.loop.retrain_every
         if every <= 0 or self.store.active_round(project_id) is not None:
             return False
-        return self.store.new_labels_since_last_round(project_id) >= every
+        if self.store.new_labels_since_last_round(project_id) < every:
+            return False
+        if project.loop.pause_when_stable and predictions_stable(self.store.list_rounds(project_id)):
+            log.info("project %s: predictions are stable (pause_when_stable): no automatic round", project_id)
+            return False
+        return True
 
     def run_round(self, round_id: int, *, select: bool = True) -> RoundOutcome:
         """Run a round to the end. Idempotent: a final round is returned unchanged (``ran=False``).
@@ -215,6 +223,7 @@ class RoundService:
 
         version: ModelVersion | None = None
         metrics: dict[str, Any] = {}
+        stopping: dict[str, Any] | None = None
         report: dict[str, Any] = {}
         train_report: dict[str, Any] = {}
         if not labelled:
@@ -281,6 +290,13 @@ class RoundService:
                                           scratch, learner=str(train_report.get("learner", "")))
             report = self._report(project, metrics, scored, self._items_of(project, scored[:10]))
 
+            # 6. stopping advice: the round's model on the project's fixed stop set (al_loop/rounds/stopping.py)
+            t0 = time.perf_counter()
+            stop = run_stop_phase(self.store, project, rnd, model, [e.item_id for e in labelled], scored)
+            if stop is not None:
+                stopping, report["stop_set"] = stop
+                timings["stopping"] = time.perf_counter() - t0
+
         self.store.save_scores(rnd.id, scored)
         timings["total"] = time.perf_counter() - t_start
         if not report:
@@ -297,7 +313,7 @@ class RoundService:
             progress=1.0,
             version_tag=tag,
             model_version_id=version.id if version else None,
-            metrics={**metrics, "train": train_report},
+            metrics={**metrics, "train": train_report, **({"stopping": stopping} if stopping is not None else {})},
             timings={k: round(v, 3) for k, v in timings.items()},
             report=report,
             push_status="pending",
@@ -502,6 +518,16 @@ class _Heartbeat:
         if now - self._last >= self.every:
             self.store.update_round(self.round_id, progress=round(min(value, 1.0), 3))
             self._last = now
+
+
+def predictions_stable(rounds: Sequence[Round]) -> bool:
+    """Whether the newest succeeded round of ``rounds`` that recorded stopping criteria found stabilizing
+    predictions (``metrics["stopping"]["holds"]["stabilizing_predictions"]``)."""
+    for r in reversed(rounds):
+        stopping = (r.metrics or {}).get("stopping") if r.status is RoundStatus.SUCCEEDED else None
+        if isinstance(stopping, dict):
+            return bool((stopping.get("holds") or {}).get("stabilizing_predictions"))
+    return False
 
 
 def _score(metrics: dict[str, Any]) -> float:

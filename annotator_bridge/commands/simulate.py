@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from al_loop.config import LEARNERS, POOLINGS, TOKEN_HEADS, LoopConfig, TrainingConfig
 from al_loop.errors import ConfigError
@@ -93,6 +94,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="cosine similarity at which a candidate counts as a near-duplicate of the batch (0 = off)",
     )
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=TrainingConfig.precision)
+    p.add_argument("--stop-set-size", type=int, default=LoopConfig.stop_set_size, metavar="N",
+                   help="items of the fixed stop set each round predicts for the stopping criteria (0 = off)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--project", type=int, default=None, metavar="ID",
                    help="store the curves with this al-loop project (its dashboard overlays them on the live curve)")
@@ -155,6 +158,7 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         max_pool_scored=args.max_pool_scored,
         cold_start=args.cold_start,
         dedupe_threshold=args.dedupe_threshold,
+        stop_set_size=args.stop_set_size,
         seed=args.seed,
         full_data=args.full_data,
         training=training,
@@ -163,12 +167,16 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
     paths = write_outputs(result, args.out, spec.task)
     print(
         json.dumps(
-            {k: v for k, v in result.summary.items() if not k.startswith("_")}
+            {k: {f: x for f, x in v.items() if f != "stopping"} for k, v in result.summary.items()
+             if not k.startswith("_")}
             | {"full_data_score": result.full_data_score},
             indent=1,
             default=str,
         )[:4000]
     )
+    stops = stopping_table(result.summary)
+    if stops:
+        print(stops)
     for kind, path in paths.items():
         print(f"wrote {kind}: {path}")
     if store is not None:
@@ -176,3 +184,30 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         sim_id = store.add_simulation(args.project, name, result.points)
         print(f"stored simulation {sim_id} with project {args.project} (dashboard learning curve)")
     return 0
+
+
+def stopping_table(summary: dict[str, Any]) -> str:
+    """Where each stopping criterion would have stopped each strategy (``summary[strategy]["stopping"]``):
+    labels and score at the first round it held (mean over the repeats where it fired), against the final
+    round's score; empty when the run measured no stopping criteria."""
+    rows = []
+    for strategy, entry in summary.items():
+        if strategy.startswith("_") or not isinstance(entry, dict) or not isinstance(entry.get("stopping"), dict):
+            continue
+        for name, c in entry["stopping"].items():
+            fired = f"{c['fired']}/{c['repeats']}"
+            labels = f"{c['labels']:.0f}" if c.get("labels") is not None else "never"
+            at = f"{c['score']:.4f}" if c.get("score") is not None else "-"
+            final = f"{c['final_score']:.4f}" if c.get("final_score") is not None else "-"
+            final_labels = f"{c['final_labels']:.0f}" if c.get("final_labels") is not None else "-"
+            rows.append([strategy, name, fired, labels, at, final_labels, final])
+    if not rows:
+        return ""
+    head = ["strategy", "criterion", "fired", "labels at stop", "score there", "final labels", "final score"]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["stopping criteria (mean over the repeats where each fired):"]
+    for n, r in enumerate([head, *rows]):
+        lines.append("  " + "  ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+        if n == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

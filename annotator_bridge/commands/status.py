@@ -188,6 +188,8 @@ def render_project(s: dict[str, Any], max_rounds: int = 15) -> str:
         out.append(line)
     out.append("  " + _queues_text(lv))
 
+    out.extend(_stopping_lines(s.get("stopping")))
+
     rounds = list(reversed(s["rounds"]))[:max_rounds]
     out.append(f"\nROUNDS (newest first{', ' + str(max_rounds) + ' shown' if len(s['rounds']) > max_rounds else ''})")
     if rounds:
@@ -253,6 +255,30 @@ def render_project(s: dict[str, Any], max_rounds: int = 15) -> str:
                  w.get("active", "-"), dur(w.get("heartbeat_age_s"))] for w in lv["workers"]]
         out.append(table(["worker", "status", "queues", "active", "last seen"], rows, right=(3, 4)))
     return "\n".join(out)
+
+
+def _pct(v: Any) -> str:
+    return f"{v * 100:.1f}%" if _is_num(v) else "-"
+
+
+def _stopping_lines(st: dict[str, Any] | None, trend: int = 8) -> list[str]:
+    """The project's stopping advice (``monitoring.stopping_summary``): the sentence, the newest criteria and
+    the kappa trend of the last ``trend`` measured rounds."""
+    if not st:
+        return []
+    size = f"stop set {num(st['latest']['stop_set'])}" if st.get("latest") else f"stop set size {st['stop_set_size']}"
+    lines = [f"\nWHEN TO STOP ({size}): {st['advice']}"]
+    latest = st.get("latest")
+    if latest:
+        lines.append(f"  round {latest['round']} ({num(latest['labels'])} labels): kappa {score(latest['kappa'])}, "
+                     f"mean of the last 3 {score(latest['kappa_mean'])}, changed {_pct(latest['changed'])}, "
+                     f"uncertainty {score(latest['uncertainty'])} ({num(latest['compared'])} items compared)")
+        lines.append("  " + " · ".join(f"{c['name'].replace('_', ' ')}: {'holds' if c['holds'] else 'no'}"
+                                       for c in st["criteria"]))
+        points = [p for p in st["trend"] if p["kappa"] is not None][-trend:]
+        if points:
+            lines.append("  kappa by labels: " + ", ".join(f"{num(p['labels'])}: {score(p['kappa'])}" for p in points))
+    return lines
 
 
 __all__ = ["add_parser", "load_queue_probe", "render_project", "render_projects", "run_status", "table"]

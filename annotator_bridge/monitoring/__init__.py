@@ -34,6 +34,7 @@ from annotator_bridge.monitoring.status import (
     project_summary,
     round_report,
 )
+from annotator_bridge.monitoring.stopping import stopping_summary
 
 __all__ = [
     "DEFAULT_STALE_AFTER",
@@ -60,5 +61,6 @@ __all__ = [
     "round_report",
     "round_score",
     "rounds_table",
+    "stopping_summary",
     "versions_table",
 ]

@@ -19,6 +19,7 @@ from annotator_bridge.monitoring.history import (
 )
 from annotator_bridge.monitoring.labels import annotation_rate, current_batch, label_distribution
 from annotator_bridge.monitoring.probe import QueueProbe, probe_queues
+from annotator_bridge.monitoring.stopping import stopping_summary
 
 
 def liveness(store: Store, project_id: int | None, probe: QueueProbe | None = None, *,
@@ -119,6 +120,7 @@ def project_snapshot(store: Store, project_id: int, probe: QueueProbe | None = N
         "batch": current_batch(store, project_id),
         "versions": versions_table(store, project_id),
         "liveness": liveness(store, project_id, probe, now=now, stale_after=stale_after),
+        "stopping": stopping_summary(store, project_id),
     }
 
 
@@ -157,6 +159,7 @@ def project_status(store: Store, project_id: int) -> dict[str, Any]:
         "label_studio": None,
         "rejected": [r.to_dict() for r in store.rejected_annotations(project_id, limit=20)],
         "rejected_total": store.count_rejected(project_id),
+        "stopping": stopping_summary(store, project_id, rounds),
     }
     if link is not None:
         out["label_studio"] = {"project_id": link.ls_project_id, "url": link.url, "model_version": link.model_version,

@@ -188,8 +188,20 @@ def list_rounds(project_id: int) -> Any:
 def get_round(project_id: int, index: int) -> Any:
     rnd = _round_by_index(project_id, index)
     selected = _services().store.get_scores(rnd.id, selected_only=True)
-    return jsonify({"round": rnd.to_dict(with_report=True),
+    return jsonify({"round": _without_stop_set(rnd.to_dict(with_report=True)),
                     "selected": [{"item_id": s.item_id, "rank": s.rank, "score": s.score} for s in selected]})
+
+
+def _without_stop_set(data: dict[str, Any]) -> dict[str, Any]:
+    """A round's JSON with the stored stop set (its ids and each round's prediction codes, kept for the next
+    round's comparison) reduced to counts; the criteria are in ``metrics.stopping``."""
+    report = data.get("report")
+    stored = report.get("stop_set") if isinstance(report, dict) else None
+    if isinstance(report, dict) and isinstance(stored, dict):
+        predicted = stored.get("predicted") or []
+        report["stop_set"] = {"size": len(stored.get("ids") or []),
+                              "predicted": sum(1 for p in predicted if p is not None)}
+    return data
 
 
 @bp.post("/projects/<int:project_id>/rounds")

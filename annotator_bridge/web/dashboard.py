@@ -233,8 +233,42 @@ def rate_chart(rate: dict[str, Any]) -> str:
     )
 
 
+def stopping_chart(stopping: dict[str, Any] | None) -> str:
+    """Kappa between successive models on the stop set vs labels (and its mean over the window), with the
+    stabilizing-predictions threshold as a reference line."""
+    trend = [p for p in (stopping or {}).get("trend") or [] if p.get("labels") is not None]
+    kappa = [p for p in trend if _ok(p.get("kappa"))]
+    mean = [p for p in trend if _ok(p.get("kappa_mean"))]
+    thresholds = (stopping or {}).get("thresholds") or {}
+    series = [
+        svg.Series(name="kappa vs previous model", key="kappa", points=[(p["labels"], p["kappa"]) for p in kappa],
+                   color=svg.PALETTE[0], width=2.2,
+                   labels=[f"round {p['round']}: {p['labels']:,} labels → kappa {p['kappa']:.4f}" for p in kappa]),
+        svg.Series(name=f"mean of {thresholds.get('kappa_window', 3)} rounds", key="kappa-mean",
+                   points=[(p["labels"], p["kappa_mean"]) for p in mean], color=svg.PALETTE[1], dashed=True,
+                   width=1.6,
+                   labels=[f"round {p['round']}: mean kappa {p['kappa_mean']:.4f}" for p in mean]),
+    ]
+    limit = _num(thresholds.get("kappa"))
+    return svg.line_chart(
+        series,
+        title="Stabilizing predictions: Cohen's kappa between successive models on the stop set",
+        x_label="labelled items",
+        y_label="kappa",
+        y_max=1.0,
+        hline=(limit, f"stable at {limit:g}") if limit is not None else None,
+        empty_text="kappa needs two trained rounds",
+        css_class="chart line-chart stopping",
+    )
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if _ok(v) else None
+
+
 def _charts(snap: dict[str, Any]) -> dict[str, Markup]:
     return {
+        "stopping": Markup(stopping_chart(snap.get("stopping"))),
         "curve": Markup(curve_chart(snap["curve"])),
         "labels": Markup(label_chart(snap["labels"])),
         "per_label": Markup(per_label_chart(snap["per_label"])),
@@ -366,4 +400,4 @@ def round_json(project_id: int, round_id: int) -> Any:
     return jsonify(_report(project_id, round_id))
 
 
-__all__ = ["bp", "curve_chart", "label_chart", "per_label_chart", "rate_chart"]
+__all__ = ["bp", "curve_chart", "label_chart", "per_label_chart", "rate_chart", "stopping_chart"]
