@@ -57,3 +57,7 @@ class ConfigError(AlLoopError):
 
 class ModelLoadError(AlLoopError):
     """A base model or artifact that cannot be loaded."""
+
+
+class NotExportableError(AlLoopError):
+    """A model version that cannot be exported as a standard Hugging Face folder (its kind, or its files)."""

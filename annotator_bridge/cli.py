@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from al_loop.errors import AlLoopError
 
-COMMAND_MODULES = ("simulate", "serve", "up", "status", "importer")
+COMMAND_MODULES = ("simulate", "serve", "up", "status", "importer", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

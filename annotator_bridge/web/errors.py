@@ -8,7 +8,7 @@ unexpected is logged with its traceback and answered with a generic 500 message.
 ``NotFoundError`` (incl. Label Studio 404s)         404
 ``ConflictError``, ``EmptyPoolError``               409
 ``UnknownLabelError``, ``AlignmentError``,          422
-``SchemaError``
+``SchemaError``, ``NotExportableError``
 ``DataFormatError``, ``ConfigError``,               400
 ``WebhookPayloadError``, other ``AlLoopError``
 ``LabelStudioRequestError`` (Label Studio said 4xx) 502
@@ -32,6 +32,7 @@ from al_loop.errors import (
     ConflictError,
     EmptyPoolError,
     ModelLoadError,
+    NotExportableError,
     NotFoundError,
     SchemaError,
     UnknownLabelError,
@@ -50,6 +51,7 @@ STATUS_BY_ERROR: tuple[tuple[type[AlLoopError], int], ...] = (
     (UnknownLabelError, 422),
     (AlignmentError, 422),
     (SchemaError, 422),
+    (NotExportableError, 422),
     (ModelLoadError, 500),
 )
 
