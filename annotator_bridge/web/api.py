@@ -14,6 +14,8 @@ POST     /api/projects/<id>/rounds                         start a round now -> 
 POST     /api/projects/<id>/rounds/<index>/push            (re)push a succeeded round's predictions -> 202 (409)
 GET      /api/projects/<id>/versions                       model versions
 POST     /api/projects/<id>/versions/<vid>/promote         serve version <vid> (database id)
+GET      /api/projects/<id>/versions/<name>/export         version <name> as a zip of a transformers folder
+GET      /api/projects/<id>/export                         the promoted version, the same way
 POST     /api/projects/<id>/rollback                       serve the previously promoted version
 GET      /api/projects/<id>/status                         queue state, label counts, versions, rounds
 POST     /api/projects/<id>/reconcile                      re-read Label Studio -> 202
@@ -37,11 +39,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from al_loop.config import LOOP_BOUNDS
 from al_loop.errors import ConfigError, ConflictError, NotFoundError
+from al_loop.rounds.export import plan_export, zip_chunks
 from al_loop.states import ImportStatus, RoundStatus
 from al_loop.store.imports import get_import, list_imports, update_import
 from al_loop.store.records import Project, Round
@@ -51,6 +54,7 @@ from annotator_bridge.web.validate import json_body, json_object
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
+MAX_VERSION_NAME = 200  # the store's column; a longer name is no version (404)
 ITEMS_OPTIONS = frozenset({"items", "path", "format", "split", "record_labels", "start_round", "background"})
 
 
@@ -244,6 +248,31 @@ def promote(project_id: int, version_id: int) -> Any:
     services = _services()
     services.store.get_project(project_id)
     return jsonify({"version": services.loop.promote(project_id, version_id).to_dict()})
+
+
+@bp.get("/projects/<int:project_id>/versions/<name>/export")
+def export_version(project_id: int, name: str) -> Any:
+    if len(name) > MAX_VERSION_NAME:
+        raise NotFoundError(f"project {project_id} has no model version of a name that long")
+    return _export(project_id, name)
+
+
+@bp.get("/projects/<int:project_id>/export")
+def export_promoted(project_id: int) -> Any:
+    return _export(project_id, None)
+
+
+def _export(project_id: int, name: str | None) -> Response:
+    """The version's export folder (``al_loop.rounds.export``) as a zip, streamed: every check runs before the
+    first byte (404 unknown project or version, 409 no artifact, 422 a kind of model no transformers class
+    expresses); the weights are read and deflated chunk by chunk, never held in memory."""
+    plan = plan_export(_services().store, project_id, name)
+    filename = "".join(c if c.isalnum() or c in "._-" else "_" for c in plan.folder_name) + ".zip"
+    resp = Response(zip_chunks(plan), mimetype="application/zip")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Model-Version"] = plan.version.name
+    return resp
 
 
 @bp.post("/projects/<int:project_id>/rollback")
