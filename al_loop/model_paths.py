@@ -26,7 +26,7 @@ MAX_MODEL_NAME = 1000
 MODEL_CONFIG = "config.json"
 ARTIFACT_MANIFEST = "manifest.json"  # al_loop.models.artifacts.MANIFEST_FILE (that module needs torch's layer)
 ARTIFACT_FORMAT = "al-loop-model"
-_SOURCE_REF = re.compile(r"project:(\d{1,18}):(.+)", re.DOTALL)
+_SOURCE_REF = re.compile(r"project:(\d{1,19}):(.+)", re.DOTALL)
 _MAX_HOPS = 8  # head artifacts over head artifacts ... (each names its base model)
 
 __all__ = ["artifact_manifest", "check_base_model", "check_source_task", "parse_source_ref", "resolve_model_path",
@@ -75,7 +75,11 @@ def check_source_task(name: str, task: str) -> None:
     "classification"): its head and its encoder's training are for the other kind. Other models pass."""
     if parse_source_ref(name) is not None:
         return
-    manifest = artifact_manifest(source_folder(name))
+    try:
+        folder = source_folder(name)
+    except ModelLoadError:  # not there at all: check_base_model's message says so
+        return
+    manifest = artifact_manifest(folder)
     if manifest is not None and str(manifest.get("task")) != str(task):
         raise ModelLoadError(f"model {name} is an al-loop {manifest.get('task')} model version; a {task} project "
                              "cannot start from it (the task kinds differ)")

@@ -26,7 +26,8 @@ import numpy as np
 from al_loop.config import LoopConfig, TrainingConfig
 from al_loop.data.readers import read_examples
 from al_loop.data.schema import LabelSchema
-from al_loop.errors import ConfigError, EmptyInputError, UnknownLabelError
+from al_loop.errors import ConfigError, EmptyInputError, ModelLoadError, UnknownLabelError
+from al_loop.model_paths import check_source_task, parse_source_ref
 from al_loop.rounds.service import ModelFactory, RoundService
 from al_loop.rounds.states import RoundStatus
 from al_loop.rounds.stopping import point_fields, stopping_summary
@@ -72,6 +73,13 @@ class SimulationSpec:
             raise ConfigError("at least one --strategy is needed")
         for name in self.strategies:
             make_strategy(name, TaskKind(self.task))
+        if parse_source_ref(self.model) is not None:
+            raise ConfigError(f"model {self.model}: another project's model version is resolved by `al-loop simulate "
+                              "--model project:ID:VERSION` (with the al-loop database) or given as its artifact folder")
+        try:
+            check_source_task(self.model, TaskKind(self.task).value)  # a source version of the other task kind
+        except ModelLoadError as exc:
+            raise ConfigError(str(exc)) from None
         if min(self.seed_size, self.batch_size, self.rounds, self.repeats) < 1:
             raise ConfigError("seed size, batch size, rounds and repeats must be >= 1")
 

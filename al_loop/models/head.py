@@ -46,6 +46,7 @@ from al_loop.models.model import (
     prediction_metrics,
     stored_training_config,
 )
+from al_loop.models.source import mapping_record
 from al_loop.types import Example, Span, TaskKind
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def encoder_for(schema: LabelSchema, base_model: str, config: TrainingConfig) ->
         if key in _ENCODERS:
             _ENCODERS.move_to_end(key)
             return _ENCODERS[key]
-    encoder = FeatureEncoder(TextModel.create(schema, base_model, config))
+    encoder = FeatureEncoder(TextModel.create(schema, base_model, config, map_head=False))
     with _ENCODERS_LOCK:
         encoder = _ENCODERS.setdefault(key, encoder)
         while len(_ENCODERS) > _MAX_ENCODERS:
@@ -231,6 +232,11 @@ class HeadModel:
             extra=extra_manifest,
         )
         manifest["learner"] = self.learner
+        record = mapping_record(self.schema, self.base_model, "the head learner refits its logistic regression on "
+                                "this project's labels (a convex fit: a start would not change it); the encoder is "
+                                "the source's")
+        if record is not None:
+            manifest["label_mapping"] = record
         coef, intercept = self.coef, self.intercept
 
         def write_files(tmp: Path) -> None:

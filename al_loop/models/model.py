@@ -73,6 +73,7 @@ from al_loop.models.loading import (
     to_device,
 )
 from al_loop.models.pooled import MeanPooledClassifier, NormalisedTokenClassifier, has_pooled_head
+from al_loop.models.source import HeadMapping, apply_source_head, carried_rows
 from al_loop.training.metrics import classification_metrics, ner_metrics
 from al_loop.training.trainer import IGNORE_INDEX, Feature, LossKind, TrainReport, split_train_val, train_loop
 from al_loop.types import Example, Span, TaskKind
@@ -164,6 +165,7 @@ class TextModel:
         self.device = device
         self.autocast_dtype = autocast_dtype
         self.manifest = manifest
+        self.head_mapping: HeadMapping | None = None  # rows carried from a source model's head (models/source.py)
         self._fresh_head = fresh_head
         self._scoring: Any = None  # bf16 copy of the weights for inference (see _scoring_model), made lazily
         max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
@@ -201,11 +203,15 @@ class TextModel:
         base_model: str = "default",
         config: TrainingConfig = TrainingConfig(),  # noqa: B008  (frozen, immutable default)
         init_from: str | Path | None = None,
+        *,
+        map_head: bool = True,
     ) -> TextModel:
         """A model for ``schema`` on top of ``base_model`` (see :func:`resolve_model_path`).
 
         Without ``init_from`` the head is new (randomly initialised from
-        ``config.seed``, so equal calls give equal models). With ``init_from`` (a
+        ``config.seed``, so equal calls give equal models); when ``base_model`` has a labelled head (another
+        project's version, a fine-tuned checkpoint) and ``map_head``, the rows of labels both schemas share are
+        carried over by name (:mod:`al_loop.models.source`; ``head_mapping`` says which). With ``init_from`` (a
         previous artifact folder) its weights, head included, are the starting
         point (warm start); its label schema must equal ``schema`` (SchemaError
         otherwise). Raises ModelLoadError when the model cannot be found or read.
@@ -235,7 +241,13 @@ class TextModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model, tokenizer = _load_hf(path, schema, from_artifact=False, probe_head=config.probes_head(schema.task))
-        return cls(schema, base_model, config, model, tokenizer, device=device, autocast_dtype=dtype, fresh_head=True)
+            mapping = apply_source_head(model, schema, base_model, seed=config.seed) if map_head else None
+        # a head whose every row came from the source trains at the body's rate, as a warm start does
+        whole = mapping is not None and mapping.carried and not mapping.new
+        made = cls(schema, base_model, config, model, tokenizer, device=device, autocast_dtype=dtype,
+                   fresh_head=not whole)
+        made.head_mapping = mapping
+        return made
 
     @classmethod
     def load(cls, artifact_dir: str | Path, config: TrainingConfig | None = None) -> TextModel:
@@ -278,6 +290,8 @@ class TextModel:
             precision=self.precision,
             extra=extra_manifest,
         )
+        if self.head_mapping is not None:
+            manifest["label_mapping"] = self.head_mapping.to_dict()
 
         def write_files(tmp: Path) -> None:
             self.model.save_pretrained(str(tmp))
@@ -620,6 +634,9 @@ class TextModel:
         """LP-FT start of a fresh mean-pooled head: the logistic regression (``head_c``) of the frozen encoder's
         normalised sentence vectors of ``train``, as the head learner fits it (see :mod:`al_loop.models.linear`)."""
         assert isinstance(self.model, MeanPooledClassifier | NormalisedTokenClassifier)
+        mapping = self.head_mapping if self.head_mapping is not None and self.head_mapping.carried else None
+        if mapping is not None and not mapping.new:
+            return  # every row is the source model's
         texts = [ex.text for ex in train]
         c, seed = self.config.head_c, self.config.seed
         if self.task is TaskKind.NER:
@@ -634,6 +651,8 @@ class TextModel:
         else:
             x = normalise(self.sentence_vectors(texts))
             coef, intercept, _ = fit_label_head(x, train, self.schema, c, seed)
+        if mapping is not None:  # the source's rows stay; the new labels' rows start from the regression
+            coef, intercept = carried_rows(self.model.classifier, self.schema, mapping, coef, intercept)
         self.model.set_head(coef, intercept)
 
     def _score(self, labelled: Sequence[Example]) -> float:

@@ -14,7 +14,8 @@ Rows are carried only between heads over the same features:
   of a source with one of those heads (``pooled_head.safetensors``) or of a **head-learner** source
   (``head.safetensors``: its regression reads exactly those features of its base encoder, which is then
   the encoder). New rows start where a fresh head starts: the logistic regression of the frozen features
-  (LP-FT), fitted on the project's labels, of which only the new labels' rows are used.
+  (LP-FT), fitted on the project's labels, of which only the new labels' rows are used. A head whose every
+  row was carried trains at the body's learning rate, as a warm start does.
 - the checkpoint's transformers head (``pooling: cls`` / ``token_head: hf``) takes the rows of a
   transformers head (an al-loop version trained with that head, or a fine-tuned checkpoint): every head
   parameter indexed by label (leading dimension = the number of labels) is remapped by name, new rows are
@@ -39,7 +40,12 @@ from al_loop.data.schema import LabelSchema
 from al_loop.errors import AlLoopError, ModelLoadError
 from al_loop.model_paths import artifact_manifest, source_folder
 from al_loop.models.artifacts import read_artifact
-from al_loop.models.pooled import POOLED_HEAD_FILE, has_pooled_head
+from al_loop.models.pooled import (
+    POOLED_HEAD_FILE,
+    MeanPooledClassifier,
+    NormalisedTokenClassifier,
+    has_pooled_head,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +141,7 @@ def apply_source_head(model: Any, schema: LabelSchema, base_model: str, *, seed:
             raise ModelLoadError(f"model {base_model} is an al-loop {src.task} model version; a {schema.task.value} "
                                  "project cannot start from it (the task kinds differ)")
         mapping = _mapping(src, schema, False, f"the source's transformers head is a {src.task} head: not carried")
-    elif hasattr(model, "set_head"):  # al-loop's normalised linear head
+    elif isinstance(model, MeanPooledClassifier | NormalisedTokenClassifier):  # al-loop's normalised linear head
         mapping = _into_linear_head(model, schema, src)
     else:
         mapping = _into_hf_head(model, schema, src, seed)

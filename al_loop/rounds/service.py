@@ -31,6 +31,7 @@ from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
 from al_loop.rounds.stop_phase import run_stop_phase
 from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
 from al_loop.store.repository import Store, unlabelled_id_chunks, utcnow
+from al_loop.store.sources import resolve_base_model
 from al_loop.strategies import DedupedStrategy, Strategy, make_strategy
 from al_loop.types import Example, ItemId, TaskKind
 
@@ -246,7 +247,7 @@ class RoundService:
             fitted = fit_round_model(
                 self.factory,
                 schema,
-                project.base_model,
+                self._base(project),
                 training,
                 labelled,
                 previous_report=versions[-1].train_report if versions else None,
@@ -341,7 +342,7 @@ class RoundService:
         def embed(texts: Sequence[str]) -> np.ndarray:
             emb = self._base_embeddings(project, texts)
             if emb is None:
-                base = self.factory.create(project.schema, project.base_model, project.training)
+                base = self.factory.create(project.schema, self._base(project), project.training)
                 emb = base.predict(list(texts), embeddings=True).embeddings
             return np.asarray(emb)
 
@@ -393,9 +394,14 @@ class RoundService:
     def _base_embeddings(self, project: Project, texts: Sequence[str]) -> np.ndarray | None:
         """Frozen base-model sentence embeddings from the head learner's cached encoder, or None when the
         factory's models cannot embed (test fakes)."""
-        encoder = self.factory.create(project.schema, project.base_model, replace(project.training, learner="head"))
+        encoder = self.factory.create(project.schema, self._base(project), replace(project.training, learner="head"))
         embed = getattr(encoder, "embed", None)
         return np.asarray(embed(list(texts))) if callable(embed) else None
+
+    def _base(self, project: Project) -> str:
+        """The project's base model as the model factory takes it: another project's version
+        (``project:<id>:<version>``) becomes its artifact folder (ConfigError, failing the round, when it is gone)."""
+        return resolve_base_model(self.store, project.base_model)
 
     def _publish(
         self,
@@ -411,7 +417,8 @@ class RoundService:
         path = ""
         if self.artifacts_root is not None:
             target = self.artifacts_root / f"project-{project.id}" / name
-            model.save(target, extra_manifest={"project": project.id, "round": rnd.index, "metrics": _scalars(metrics)})
+            model.save(target, extra_manifest={"project": project.id, "round": rnd.index, "metrics": _scalars(metrics),
+                                               "base_model": project.base_model})
             path = str(target)
         previous = self.store.promoted_version(project.id)
         version = self.store.add_version(

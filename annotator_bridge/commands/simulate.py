@@ -14,7 +14,9 @@ from typing import Any
 
 from al_loop.config import LEARNERS, POOLINGS, TOKEN_HEADS, LoopConfig, TrainingConfig
 from al_loop.errors import ConfigError
+from al_loop.model_paths import parse_source_ref
 from al_loop.store import Store
+from al_loop.store.sources import check_source, resolve_base_model
 from al_loop.types import TaskKind
 from annotator_bridge.settings import Settings
 
@@ -41,7 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--batch-size", type=int, default=50, help="labels per round")
     p.add_argument("--rounds", type=int, default=5, help="training rounds after the seed batch")
     p.add_argument("--repeats", type=int, default=3, help="repeats with different seeds")
-    p.add_argument("--model", default="default", help="'default' (bundled MiniLM), a Hugging Face name or a path")
+    p.add_argument("--model", default="default",
+                   help="'default' (bundled MiniLM), a Hugging Face name or folder, an al-loop model-version artifact "
+                   "folder, or project:ID:VERSION (another project's version, read from --db / AL_LOOP_DATABASE_URL)")
     p.add_argument("--out", type=Path, default=Path("runs/simulation"))
     p.add_argument(
         "--format",
@@ -116,6 +120,20 @@ def _project_store(args: argparse.Namespace) -> Store | None:
     return store
 
 
+def _source_model(args: argparse.Namespace, store: Store | None) -> str:
+    """``--model`` as the simulation loads it: ``project:ID:VERSION`` becomes that version's artifact folder, read
+    from the al-loop database (``--db`` or the settings; checked: the version has its artifact, same task kind)."""
+    if parse_source_ref(args.model) is None:
+        return str(args.model)
+    own = store if store is not None else Store(args.db or Settings.from_env().database_url)
+    try:
+        check_source(own, args.model, args.task)
+        return resolve_base_model(own, args.model)
+    finally:
+        if own is not store:
+            own.dispose()
+
+
 def run(args: argparse.Namespace) -> int:
     store = _project_store(args)
     try:
@@ -149,7 +167,7 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         batch_size=args.batch_size,
         rounds=args.rounds,
         repeats=args.repeats,
-        model=args.model,
+        model=_source_model(args, store),
         out=args.out,
         format=args.format,
         test_format=args.test_format,

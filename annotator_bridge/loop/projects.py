@@ -21,6 +21,7 @@ from al_loop.states import ImportStatus
 from al_loop.store.imports import ImportJob, create_import, get_import, update_import
 from al_loop.store.records import Project, Round, payload_from_example
 from al_loop.store.repository import Store
+from al_loop.store.sources import check_source
 from al_loop.strategies import make_strategy
 from al_loop.types import Example
 from annotator_bridge.labelstudio.config import LabelConfig, build_label_config
@@ -64,7 +65,7 @@ class ProjectSetup:
         created_ls: int | None = None
         if spec.label_studio is None:
             schema = spec.schema()
-            make_strategy(spec.loop.strategy, schema.task)
+            self._check(spec, schema)
         elif spec.attach_to is not None:
             ls_id = int(spec.attach_to)
             other = self.store.find_link(ls_id)
@@ -74,11 +75,11 @@ class ProjectSetup:
                                     f"{other.project_id} ({name!r})")
             ls = self.links.gateway.get_project(ls_id)
             schema = _attach_schema(spec, ls.config)
-            make_strategy(spec.loop.strategy, schema.task)
+            self._check(spec, schema)
             link = {"label_config": ls.label_config, "attached": True}
         else:
             schema = spec.schema()
-            make_strategy(spec.loop.strategy, schema.task)
+            self._check(spec, schema)
             xml = build_label_config(schema)
             title = _ls_title(spec.label_studio.get("title") or spec.name)
             ls = self.links.gateway.create_project(title, xml, description=spec.label_studio.get("description", ""))
@@ -104,6 +105,12 @@ class ProjectSetup:
                                 project.id, exc)
                     self.store.update_link(project.id, needs_reconcile=True)
         return self.store.get_project(project.id)
+
+    def _check(self, spec: ProjectSpec, schema: LabelSchema) -> None:
+        """What needs the schema's task: the strategy, and a source model's task kind (and that another project's
+        version exists, with its artifact: ``al_loop.store.sources.check_source``), before anything is created."""
+        make_strategy(spec.loop.strategy, schema.task)
+        check_source(self.store, spec.base_model, schema.task.value)
 
     def _delete_ls_project(self, ls_id: int) -> None:
         try:

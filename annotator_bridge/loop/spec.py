@@ -9,7 +9,7 @@ from typing import Any
 from al_loop.config import LoopConfig, TrainingConfig, config_from_dict
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError, DataFormatError, ModelLoadError
-from al_loop.model_paths import check_base_model
+from al_loop.model_paths import check_base_model, parse_source_ref, source_ref
 from al_loop.types import Example, ItemId, Span, TaskKind
 
 LOOP_KEYS = ("strategy", "batch_size", "seed_size", "retrain_every", "cold_start", "promote", "max_pool_scored", "seed",
@@ -22,6 +22,8 @@ MAX_LABELS = 1000
 MAX_LABEL_CHARS = 200
 MAX_ITEM_ID_CHARS = 200  # the store's item_id columns
 MAX_BASE_MODEL_CHARS = 500  # the store's base_model column
+MAX_PROJECT_ID = 2**63 - 1
+MAX_VERSION_CHARS = 200  # the store's model version names
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,12 @@ class ProjectSpec:
         return LabelSchema.build(self.task, self.labels, bool(self.multi_label))
 
     def check_base_model(self, *, cache_dir: str | None = None) -> None:
-        """ConfigError unless ``base_model`` is "default", a local model folder or a name in the local Hugging Face
-        cache (reads the model's ``config.json`` only: no weights, no torch)."""
+        """ConfigError unless ``base_model`` is "default", a local model folder (an al-loop artifact included) or a
+        name in the local Hugging Face cache (reads the model's ``config.json`` only: no weights, no torch).
+        Another project's version (``project:<id>:<version>``) is checked with the store, when the project's
+        task is known (``al_loop.store.sources.check_source``)."""
+        if parse_source_ref(self.base_model) is not None:
+            return
         try:
             check_base_model(self.base_model, cache_dir=cache_dir)
         except ModelLoadError as exc:
@@ -92,9 +98,7 @@ class ProjectSpec:
         multi = data.get("multi_label")
         if multi is not None and not isinstance(multi, bool):
             raise ConfigError("'multi_label' must be true or false")
-        base_model = data.get("base_model", "default")
-        if not isinstance(base_model, str) or not base_model.strip() or len(base_model) > MAX_BASE_MODEL_CHARS:
-            raise ConfigError(f"'base_model' must be a non-empty string of at most {MAX_BASE_MODEL_CHARS} characters")
+        base_model = _base_model(data.get("base_model", "default"))
         loop_dict = data.get("loop") or {}
         if not isinstance(loop_dict, Mapping):
             raise ConfigError("'loop' must be an object")
@@ -124,8 +128,25 @@ class ProjectSpec:
                     raise ConfigError(f"label_studio.{key} must be a string")
         else:
             raise ConfigError("'label_studio' must be an object ({'project_id': n} to attach), true or false")
-        return cls(name=name.strip(), task=task, labels=labels, multi_label=multi, base_model=base_model.strip(),
+        return cls(name=name.strip(), task=task, labels=labels, multi_label=multi, base_model=base_model,
                    loop=loop, training=training, label_studio=ls_dict)
+
+
+def _base_model(value: Any) -> str:
+    """The spec's ``base_model`` as stored: a name or path, or another project's version ``{"project": id,
+    "version": name}`` as ``project:<id>:<name>``."""
+    if isinstance(value, Mapping):
+        pid, version = value.get("project"), value.get("version")
+        if set(value) != {"project", "version"} or isinstance(pid, bool) or not isinstance(pid, int) \
+                or not 1 <= pid <= MAX_PROJECT_ID or not isinstance(version, str) or not version.strip() \
+                or len(version) > MAX_VERSION_CHARS:
+            raise ConfigError("'base_model' as another project's model version must be {\"project\": <project id>, "
+                              f"\"version\": <version name of at most {MAX_VERSION_CHARS} characters>}}")
+        return source_ref(pid, version.strip())
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_BASE_MODEL_CHARS:
+        raise ConfigError(f"'base_model' must be a non-empty string of at most {MAX_BASE_MODEL_CHARS} characters, "
+                          "or {\"project\": <id>, \"version\": <name>} (another project's model version)")
+    return value.strip()
 
 
 def _config(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
