@@ -45,9 +45,11 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "AL_LOOP_IMPORT_DIRS": os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")]),
         "AL_LOOP_MAX_IMPORT_MB": "3",
         "AL_LOOP_LOG_LEVEL": "debug",
+        "AL_LOOP_TRAIN_CPU_PRIORITY": " Idle ",
     }
     assert set(env) == set(ENV_NAMES.values())
     s = Settings.from_env(env)
+    assert s.train_cpu_priority == "idle"
     assert s.home == tmp_path / "h" and s.artifacts_dir == tmp_path / "art"
     assert s.database_url.startswith("postgresql") and s.sqlite_path is None
     assert s.broker_url == "redis://127.0.0.1:6379/0" and not s.uses_filesystem_broker
