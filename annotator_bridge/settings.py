@@ -29,7 +29,9 @@ Environment variables (same names in the local stack, docker compose and ``deplo
                           separated); unset = file imports refused (send the items in the body)
 ``AL_LOOP_MAX_IMPORT_MB`` largest file the items API reads from those folders, MiB (default 256)
 ``AL_LOOP_LOG_LEVEL``     ``DEBUG`` | ``INFO`` | ``WARNING`` | ``ERROR`` (default ``INFO``)
-``AL_LOOP_TRAIN_CPU_PRIORITY`` ``nice`` | ``idle`` | ``normal``: how the training worker yields the CPU (default ``nice``)
+``AL_LOOP_TRAIN_CPU_PRIORITY``
+                         ``nice`` | ``idle`` | ``normal``: how the training worker yields
+                          the CPU (default ``nice``)
 ======================== ==================================================================
 
 Empty values count as unset. Secrets (API token, webhook secret, Label Studio key) never
