@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 from al_loop import __version__
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ModelLoadError, SchemaError
+from al_loop.folders import replace_folder
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -94,29 +93,12 @@ def write_artifact(
     target = Path(target).expanduser().absolute()
     if manifest.get("schema_hash") != schema.hash:
         raise SchemaError("manifest schema_hash does not match the schema being saved")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
-    tmp = target.parent / f".{target.name}.tmp-{token}"
-    tmp.mkdir()
-    try:
+    def fill(tmp: Path) -> None:
         write_files(tmp)
         _write_json(tmp / SCHEMA_FILE, schema.to_dict())
         _write_json(tmp / MANIFEST_FILE, manifest)
-        old: Path | None = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{token}"
-            os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old, target)
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+    replace_folder(target, fill)
     _fsync_dir(target.parent)
     return target
 

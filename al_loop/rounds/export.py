@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import struct
-import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import Any
 
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import AlLoopError, ConflictError, NotExportableError, NotFoundError
+from al_loop.folders import replace_folder
 from al_loop.rounds.model_card import CardFacts, model_card
 from al_loop.store.records import ModelVersion, Project
 from al_loop.store.repository import Store
@@ -279,30 +279,11 @@ def write_export(plan: ExportPlan, out: str | Path, *, force: bool = False) -> P
         raise ConflictError(f"{target} exists and is not a folder; choose another --out")
     if target.is_dir() and any(target.iterdir()) and not force:
         raise ConflictError(f"{target} is not empty; choose an empty or new folder, or pass --force to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
-    tmp = target.parent / f".{target.name}.export-{token}"
-    tmp.mkdir()
-    old: Path | None = None
-    try:
+    def fill(tmp: Path) -> None:
         for item in plan.files:
             _write_file(item, tmp / item.name)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{token}"
-            os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old, target)
-                old = None
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
+
+    return replace_folder(target, fill)
 
 
 def _write_file(item: ExportFile, dest: Path) -> None:
