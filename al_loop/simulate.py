@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from al_loop.store.records import payload_from_example
 from al_loop.store.repository import Store
 from al_loop.strategies import STRATEGIES, make_strategy
 from al_loop.types import Example, TaskKind
+
+if TYPE_CHECKING:
+    from al_loop.models.adapt import AdaptBudget
 
 log = logging.getLogger("al_loop.simulate")
 
@@ -67,6 +70,8 @@ class SimulationSpec:
     seed: int = 13
     full_data: bool = False
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    adapt: AdaptBudget | None = None  # pool-adaptive pretraining before the seed round (None = off)
+    adapt_cache: Path | None = None  # where adapted encoders are cached (None = ``out / "adapted"``)
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -91,6 +96,7 @@ class SimulationResult:
     summary: dict[str, Any]
     full_data_score: float | None = None
     seconds: float = 0.0
+    adaptation: dict[str, Any] | None = None  # AdaptResult.to_dict() plus "base_model" when the pool was adapted
 
 
 def _subsample(examples: list[Example], n: int, seed: int) -> list[Example]:
@@ -141,6 +147,8 @@ def run_simulation(
     needed = spec.seed_size + spec.batch_size * (spec.rounds - 1)
     if needed > len(train):
         raise ConfigError(f"the pool has {len(train)} items but the schedule needs {needed}")
+    adaptation = adapt_pool(spec, train) if spec.adapt is not None else None
+    model = str(adaptation["folder"]) if adaptation is not None else spec.model
     store = store or Store("sqlite://")
     points: list[dict[str, Any]] = []
     total = len(spec.strategies) * spec.repeats * (spec.rounds + 1)
@@ -162,7 +170,7 @@ def run_simulation(
                     seed=spec.seed + repeat,
                 )
                 name = f"sim-{strategy}-r{repeat}-{time.time_ns()}"
-                project = store.create_project(name, schema, spec.model, loop, training)
+                project = store.create_project(name, schema, model, loop, training)
                 store.add_items(project.id, train, "pool")
                 store.add_items(project.id, test, "test")
                 gold = {e.item_id: payload_from_example(e) for e in train}
@@ -196,7 +204,7 @@ def run_simulation(
                             )
                     bar.update(1)
     bar.close()
-    full = full_data_score(spec, schema, train, test, model_factory) if spec.full_data else None
+    full = full_data_score(spec, schema, train, test, model_factory, model=model) if spec.full_data else None
     summary = summarize(points, full)
     return SimulationResult(
         spec=_spec_dict(spec),
@@ -204,7 +212,21 @@ def run_simulation(
         summary=summary,
         full_data_score=full,
         seconds=time.perf_counter() - t_start,
+        adaptation=adaptation,
     )
+
+
+def adapt_pool(spec: SimulationSpec, train: Sequence[Example]) -> dict[str, Any]:
+    """Masked-LM adaptation of ``spec.model``'s encoder on the pool's texts (in file order), once, cached under
+    ``spec.adapt_cache``; every repeat then starts from the adapted folder. Returns the record for the results."""
+    from al_loop.models.adapt import adapt_encoder
+
+    if spec.adapt is None:
+        raise ConfigError("adapt_pool needs spec.adapt (an AdaptBudget)")
+    cache = spec.adapt_cache if spec.adapt_cache is not None else spec.out / "adapted"
+    result = adapt_encoder(spec.model, [e.text for e in train], cache, spec.adapt, device=spec.training.device,
+                           precision=spec.training.precision)
+    return {**result.to_dict(), "base_model": spec.model, "budget": asdict(spec.adapt)}
 
 
 def full_data_score(
@@ -212,16 +234,17 @@ def full_data_score(
     schema: LabelSchema,
     train: Sequence[Example],
     test: Sequence[Example],
-    model_factory: ModelFactory | None = None,
+    model_factory: ModelFactory | None = None, *, model: str | None = None
 ) -> float:
-    """Score of the same model and schedule trained on the whole pool (reference ceiling)."""
+    """Score of the same model and schedule trained on the whole pool (reference ceiling); ``model`` overrides
+    ``spec.model`` (the adapted encoder)."""
     if model_factory is None:
         from al_loop.rounds.service import default_model_factory
 
         model_factory = default_model_factory()
-    model = model_factory.create(schema, spec.model, spec.training)
-    model.fit(list(train))
-    return float(model.evaluate(list(test))["score"])
+    fitted = model_factory.create(schema, model or spec.model, spec.training)
+    fitted.fit(list(train))
+    return float(fitted.evaluate(list(test))["score"])
 
 
 def _mean_curve(points: Sequence[dict[str, Any]], strategy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -308,6 +331,7 @@ def write_outputs(result: SimulationResult, out: Path, task: TaskKind) -> dict[s
         "summary": result.summary,
         "full_data_score": result.full_data_score,
         "seconds": result.seconds,
+        "adaptation": result.adaptation,
     }
     tmp = paths["json"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
@@ -365,6 +389,7 @@ def _spec_dict(spec: SimulationSpec) -> dict[str, Any]:
     d = asdict(spec)
     d["train"], d["test"], d["out"] = str(spec.train), str(spec.test), str(spec.out)
     d["task"] = TaskKind(spec.task).value
+    d["adapt_cache"] = str(spec.adapt_cache) if spec.adapt_cache is not None else None
     return d
 
 
@@ -381,6 +406,7 @@ __all__ = [
     "STRATEGIES",
     "SimulationResult",
     "SimulationSpec",
+    "adapt_pool",
     "curve_area",
     "load_data",
     "run_simulation",

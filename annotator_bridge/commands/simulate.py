@@ -100,6 +100,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=TrainingConfig.precision)
     p.add_argument("--stop-set-size", type=int, default=LoopConfig.stop_set_size, metavar="N",
                    help="items of the fixed stop set each round predicts for the stopping criteria (0 = off)")
+    p.add_argument("--adapt-pool", action="store_true",
+                   help="pool-adaptive pretraining: masked-LM training of the encoder on the pool's texts once, "
+                        "before the seed round; every repeat starts from the adapted encoder (cached)")
+    p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                   help="optimizer steps of --adapt-pool (default 300)")
+    p.add_argument("--adapt-minutes", type=float, default=None, metavar="M",
+                   help="wall-clock cap of --adapt-pool in minutes (default 10)")
+    p.add_argument("--adapt-cache", type=Path, default=None, metavar="DIR",
+                   help="cache folder of adapted encoders (default: OUT/adapted)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--project", type=int, default=None, metavar="ID",
                    help="store the curves with this al-loop project (its dashboard overlays them on the live curve)")
@@ -132,6 +141,23 @@ def _source_model(args: argparse.Namespace, store: Store | None) -> str:
     finally:
         if own is not store:
             own.dispose()
+
+
+def _adapt_budget(args: argparse.Namespace) -> Any:
+    """The ``AdaptBudget`` of ``--adapt-pool`` (None without it); the steps and minutes options need it."""
+    steps, minutes = getattr(args, "adapt_steps", None), getattr(args, "adapt_minutes", None)
+    if not getattr(args, "adapt_pool", False):
+        if steps is not None or minutes is not None:
+            raise ConfigError("--adapt-steps and --adapt-minutes need --adapt-pool")
+        return None
+    from al_loop.models.adapt import AdaptBudget
+
+    fields: dict[str, Any] = {"max_length": args.max_length, "seed": args.seed}
+    if steps is not None:
+        fields["max_steps"] = steps
+    if minutes is not None:
+        fields["max_seconds"] = minutes * 60.0
+    return AdaptBudget(**fields)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -180,6 +206,8 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         seed=args.seed,
         full_data=args.full_data,
         training=training,
+        adapt=_adapt_budget(args),
+        adapt_cache=args.adapt_cache,
     )
     result = run_simulation(spec, progress=not args.no_progress)
     paths = write_outputs(result, args.out, spec.task)
@@ -192,6 +220,11 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
             default=str,
         )[:4000]
     )
+    if result.adaptation is not None:
+        a = result.adaptation
+        print(f"pool-adaptive pretraining: {a['steps']} steps on {a['texts']} texts in {a['seconds']:.0f} s, "
+              f"MLM loss {a['loss_first']:.3f} -> {a['loss_last']:.3f}{' (cached)' if a['cached'] else ''}: "
+              f"{a['folder']}")
     stops = stopping_table(result.summary)
     if stops:
         print(stops)
