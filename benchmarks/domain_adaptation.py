@@ -88,11 +88,14 @@ START_NAMES = {
 }
 
 # Seconds per trained round at the defaults (1,000-sentence pool, 500 test sentences, max length 64, default learner
-# with its held-out comparisons), of the source fit per sentence and of one adaptation step, for the estimate printed
-# at the start only. Extrapolated to two idle cores from a smoke run on the shared 2-core development machine
-# (2026-12-03: MIT Restaurant, pool 300, test 100, one torch thread at load 4-6: rounds of 24-74 s, median 40 s;
-# 0.42 s per masked-LM step; 200 CoNLL sentences fitted in 36 s).
-ROUND_SECONDS = {"ncbi_disease": 25.0, "mit_restaurant": 15.0}
+# with its held-out comparisons), of the source fit per sentence and of one adaptation step: for the estimate printed
+# at the start only. A round's fit is about ``target_steps`` (100) steps whatever the label count, so rounds cost
+# about the same; its cost grows with the sentences' length. Derived from the README's CoNLL-2003 rounds measured
+# alone (median 26-32 s at pool 2,000 / test 800) scaled by mean sentence length (CoNLL 14.5 words, NCBI-disease 25,
+# MIT Restaurant 9), and checked against a smoke run on the shared 2-core machine (2026-12-03, one torch thread at
+# load 4-6, pool 300, test 100): MIT Restaurant rounds 24-74 s (median 40 s), NCBI-disease 107-165 s, 0.42 s per
+# masked-LM step, 200 CoNLL sentences fitted in 36 s. Not yet timed on an idle machine.
+ROUND_SECONDS = {"ncbi_disease": 38.0, "mit_restaurant": 15.0}
 SOURCE_SECONDS_PER_SENTENCE = 0.05
 ADAPT_SECONDS_PER_STEP = 0.4
 
@@ -101,7 +104,7 @@ class Options(NamedTuple):
     """The run's settings (a NamedTuple, not a dataclass: the tests load this script by path)."""
 
     repeats: int = 2
-    rounds: int = 4
+    rounds: int = 3  # 50, 100, 150 labels: 36 rounds per domain fit about 35 min for both (see ROUND_SECONDS)
     seed_size: int = 50
     batch_size: int = 50
     strategies: tuple[str, ...] = ("random", "least_confidence")
@@ -196,9 +199,10 @@ def default_adapter() -> Adapter | None:
 
 
 def adapt_start(base_model: str, texts: Sequence[str], cache_root: Path, opts: Options, adapter: Adapter,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Start c's model: the adapter's result with ``minutes`` (the adaptation's own, also on a cache hit)."""
-    log(f"# start c: pool-adaptive pretraining of {base_model} on {len(texts):,} texts "
+                log: Callable[[str], None] = print, start: str = "c") -> dict[str, Any]:
+    """Start c's model: the adapter's result with ``minutes`` (the adaptation's own, also on a cache hit). The
+    adapted folder is an encoder only: from b (``c_from_b``) the encoder carries over, the source's head does not."""
+    log(f"# start {start}: pool-adaptive pretraining of {base_model} on {len(texts):,} texts "
         f"(at most {opts.adapt_steps} steps, {opts.adapt_seconds:.0f} s) ...")
     max_texts = opts.adapt_texts or max(len(texts), 1)
     result = adapter(base_model, list(texts), cache_root, max_steps=opts.adapt_steps, max_seconds=opts.adapt_seconds,
@@ -206,7 +210,7 @@ def adapt_start(base_model: str, texts: Sequence[str], cache_root: Path, opts: O
     seconds = float(result.get("seconds") or 0.0)
     out = {**result, "folder": str(result["folder"]), "minutes": seconds / 60 if np.isfinite(seconds) else None}
     state = "found in the cache" if out.get("cached") else "trained"
-    log(f"# start c: adapted encoder {state}: {out['folder']} ({out.get('steps')} steps, MLM loss "
+    log(f"# start {start}: adapted encoder {state}: {out['folder']} ({out.get('steps')} steps, MLM loss "
         f"{_num(out.get('loss_first'), 3)} -> {_num(out.get('loss_last'), 3)})")
     return out
 
@@ -504,7 +508,7 @@ def run_domain(domain: str, opts: Options, out: Path, cache_root: Path, *, model
                 entry["skipped"] = "al_loop.models.adapt is not importable (pool-adaptive pretraining not available)"
                 log(f"# start {start}: skipped: {entry['skipped']}")
                 continue
-            entry["adapt"] = adapt_start(entry["model"], pool_texts, cache_root, opts, adapt, log)
+            entry["adapt"] = adapt_start(entry["model"], pool_texts, cache_root, opts, adapt, log, start)
             entry["model"] = entry["adapt"]["folder"]
         log(f"# start {start} ({START_NAMES[start]}): simulating ...")
         s0 = time.perf_counter()
