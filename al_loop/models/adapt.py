@@ -38,11 +38,13 @@ from al_loop.models.mlm import (
     HEAD_WARMUP_FRACTION,
     head_parameters,
     head_warmup_steps,
+    heldout_loss,
     load_mlm,
     lr_schedule,
     mask_tokens,
     mlm_loss,
     pad_batch,
+    split_heldout,
 )
 
 log = logging.getLogger(__name__)
@@ -231,6 +233,7 @@ def adapt_encoder(
     encoded = [ids for ids in encoded if any(t not in special_ids for t in ids)]
     if not encoded:
         raise EmptyInputError("pool-adaptive pretraining: no text has a token besides special tokens")
+    held, encoded = split_heldout(encoded, budget.seed)
 
     model.to(dev)
     model.train()
@@ -287,6 +290,7 @@ def adapt_encoder(
             log.info("pool-adaptive pretraining stopped by its time budget after %d steps", step)
             break
     seconds = time.monotonic() - start
+    heldout = heldout_loss(model, held, pad_id, special_ids, int(tokenizer.mask_token_id), vocab, budget, dev, dtype)
     for p in model.parameters():
         p.requires_grad_(True)
     window = max(1, min(10, len(losses) // 4 or 1))
@@ -318,6 +322,8 @@ def adapt_encoder(
         "seconds": round(seconds, 3),
         "loss_first": loss_first,
         "loss_last": loss_last,
+        "heldout_loss": heldout,  # mean MLM loss on held-out pool texts after training (None when too few texts)
+        "heldout_texts": len(held),
         "newly_initialised": missing,
         "device": str(dev),
         "precision": precision_name(dtype),

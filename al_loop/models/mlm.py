@@ -11,8 +11,18 @@ import torch
 from al_loop.errors import ModelLoadError
 from al_loop.models.loading import quiet_transformers
 
-__all__ = ["HEAD_WARMUP_FRACTION", "head_parameters", "head_warmup_steps", "load_mlm", "lr_schedule", "mask_tokens",
-           "mlm_loss", "pad_batch"]
+__all__ = [
+    "HEAD_WARMUP_FRACTION",
+    "head_parameters",
+    "head_warmup_steps",
+    "heldout_loss",
+    "load_mlm",
+    "lr_schedule",
+    "mask_tokens",
+    "mlm_loss",
+    "pad_batch",
+    "split_heldout",
+]
 
 HEAD_WARMUP_FRACTION = 0.1  # of max_steps: only the (partly new) MLM head trains; at most 50 steps
 _MAX_HEAD_WARMUP = 50
@@ -117,3 +127,35 @@ def head_warmup_steps(max_steps: int, missing: Sequence[str]) -> int:
     if not any(".predictions." in key or key.startswith(("cls.", "lm_head.")) for key in missing):
         return 0
     return min(_MAX_HEAD_WARMUP, int(max_steps * HEAD_WARMUP_FRACTION))
+
+
+def split_heldout(encoded: list[list[int]], seed: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(held out, training) texts: a tenth, at most 64, drawn with ``seed``; none below 40 texts."""
+    if len(encoded) < 40:
+        return [], encoded
+    n = min(64, len(encoded) // 10)
+    picked = set(torch.randperm(len(encoded), generator=torch.Generator().manual_seed(seed + 1))[:n].tolist())
+    return [e for i, e in enumerate(encoded) if i in picked], [e for i, e in enumerate(encoded) if i not in picked]
+
+
+def heldout_loss(
+    model: Any, held: Sequence[list[int]], pad_id: int, special_ids: set[int], mask_id: int, vocab_size: int,
+    budget: Any, device: torch.device, dtype: torch.dtype | None,
+) -> float | None:
+    """Mean masked-LM loss on ``held`` with a fixed masking (seeded), in eval mode; None without held-out texts."""
+    if not held:
+        return None
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(int(budget.seed) + 2)
+    losses: list[float] = []
+    with torch.no_grad():
+        for i in range(0, len(held), budget.batch_size):
+            ids, attention, special = pad_batch(held[i : i + budget.batch_size], pad_id, special_ids)
+            inputs, labels = mask_tokens(ids, special, mask_id=mask_id, vocab_size=vocab_size,
+                                         probability=budget.mlm_probability, gen=gen)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = mlm_loss(model, inputs.to(device), attention.to(device), labels.to(device))
+            losses.append(float(loss.float().cpu()))
+    model.train(was_training)
+    return float(sum(losses) / len(losses))

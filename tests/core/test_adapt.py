@@ -17,7 +17,7 @@ from al_loop.models.adapt import (
     fingerprint_texts,
     read_adapt_manifest,
 )
-from al_loop.models.mlm import head_warmup_steps, mask_tokens
+from al_loop.models.mlm import head_warmup_steps, mask_tokens, split_heldout
 
 TEXTS = [f"the patient {i} was treated for chronic kidney disease type {i % 5} in hospital" for i in range(20)]
 TINY = AdaptBudget(max_steps=3, max_length=32, batch_size=4, seed=5)
@@ -67,6 +67,15 @@ def test_head_warmup_only_for_a_new_head() -> None:
     assert head_warmup_steps(3000, ["cls.predictions.bias"]) == 50
 
 
+def test_heldout_split_is_seeded_and_bounded() -> None:
+    texts = [[i] for i in range(1000)]
+    held, rest = split_heldout(texts, 3)
+    assert len(held) == 64 and len(rest) == 936 and sorted(held + rest) == texts
+    assert split_heldout(texts, 3) == (held, rest) and split_heldout(texts, 4)[0] != held
+    assert split_heldout(texts[:39], 3) == ([], texts[:39])
+    assert len(split_heldout(texts[:100], 3)[0]) == 10
+
+
 def test_empty_pool_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EmptyInputError):
         adapt_encoder("default", ["", "   "], tmp_path, TINY)
@@ -94,6 +103,7 @@ def test_adapt_real_minilm_is_a_base_model_and_cached(tmp_path: Path) -> None:
     assert manifest["key"] == key and manifest["steps"] == 3 and manifest["base_model"] == "default"
     assert manifest["budget"] == TINY.to_dict() and manifest["head_warmup_steps"] == 0  # 10% of 3 steps
     assert any("predictions" in k for k in manifest["newly_initialised"])
+    assert manifest["heldout_loss"] is None and manifest["heldout_texts"] == 0  # under 40 texts: none held out
     assert read_adapt_manifest(result.folder) is not None
 
     # the encoder changed, the pooler (which *ForMaskedLM drops) is the base model's
