@@ -1,31 +1,34 @@
 """Export a model version as a folder that ``transformers.pipeline`` loads, with a model card.
 
-``plan_export(store, project_id, version_name)`` checks that the version can leave al-loop as a standard
-Hugging Face folder and lists the folder's files (:class:`ExportPlan`): the artifact's safetensors weights and
-tokenizer files as they are, ``config.json`` with ``id2label`` / ``label2id`` from the version's sorted labels,
-al-loop's own ``manifest.json`` and ``label_schema.json``, and a model card ``README.md``
-(:mod:`al_loop.rounds.model_card`). ``write_export(plan, out)`` writes that folder atomically (a temporary
-folder beside ``out``, then a rename; a non-empty ``out`` only with ``force``); ``zip_chunks(plan)`` yields the
-same folder as a zip archive, chunk by chunk (a download never holds the weights in memory).
+``plan_export(store, project_id, version_name)`` checks that the version can leave al-loop as a Hugging Face
+folder and lists the folder's files (:class:`ExportPlan`); ``write_export(plan, out)`` writes that folder atomically
+(a temporary folder beside ``out``, then a rename; a non-empty ``out`` only with ``force``); ``zip_chunks(plan)``
+yields the same folder as a zip archive, chunk by chunk (a download never holds the weights in memory). Every
+folder has ``config.json`` with ``id2label`` / ``label2id`` from the version's sorted labels (and the multi-label
+problem type, so the pipeline applies a sigmoid), the tokenizer files, al-loop's own ``manifest.json`` and
+``label_schema.json``, and a model card ``README.md`` (:mod:`al_loop.rounds.model_card`). Two forms, by what the
+artifact is (see :mod:`al_loop.models`):
 
-Which versions can be exported (what is true of the artifacts, see :mod:`al_loop.models`):
-
-- **fine-tuned with the checkpoint's own head** (``training.pooling: cls`` for classification,
+- **stock** (fine-tuned with the checkpoint's own head: ``training.pooling: cls`` for classification,
   ``training.token_head: hf`` for NER): the artifact *is* a ``*ForSequenceClassification`` /
-  ``*ForTokenClassification`` folder, so the pipeline computes what al-loop computes.
-- **refused**: al-loop's own heads, i.e. the defaults. The LP-FT classifier (``pooling: mean``) is the
-  mean of the last hidden states, L2-normalised, then one linear layer; the LP-FT token head
-  (``token_head: probe``) one linear layer over each L2-normalised token state (``pooled_head.safetensors``);
-  the head learner (``learner: head``, also chosen by ``auto``) is a logistic regression over the same
-  frozen, normalised features, stored without the encoder (``head.safetensors``). No transformers model
-  class normalises the hidden states before its classifier (BERT's classification head reads the ``[CLS]``
-  state through a tanh pooler, its token head the raw states), and the L2 norm cannot be folded into a
-  linear layer, so no weights of a standard class reproduce these predictions; loading them would need
-  custom code (``trust_remote_code``), which a plain ``pipeline(task, model=DIR)`` refuses.
-  :class:`~al_loop.errors.NotExportableError` says so and names the project's exportable versions.
+  ``*ForTokenClassification`` folder; its safetensors weights are copied as they are and
+  ``pipeline(task, model=DIR)`` computes what al-loop computes.
+- **custom code** (al-loop's own heads, i.e. the defaults): the LP-FT classifier (``pooling: mean``: the mean of
+  the last hidden states over real tokens, L2-normalised, then one linear layer) and token head (``token_head:
+  probe``: a linear layer over each L2-normalised token state), ``pooled_head.safetensors`` beside the encoder;
+  the head learner (``learner: head``, also chosen by ``auto``: a logistic regression over the frozen base model's
+  same features, ``head.safetensors``; its encoder is the base model its manifest names, still on disk). No
+  transformers head normalises the hidden states before its classifier and a norm cannot be folded into linear
+  weights, so the folder ships ``modeling_al_loop.py``, names its class in ``config.json`` and holds one merged
+  ``model.safetensors``; it loads with ``pipeline(task, model=DIR, trust_remote_code=True)``
+  (:mod:`al_loop.rounds.export_custom`).
+
+:class:`~al_loop.errors.NotExportableError` says why a version cannot leave (not an al-loop artifact, a schema or
+labels that disagree, unreadable weights, a head learner whose base model is gone) and names the project's
+exportable versions.
 
 Torch-free: only the store and files are read (the web process serves downloads without importing torch),
-so the artifact's JSON files are read here rather than through :mod:`al_loop.models.artifacts`.
+so the artifact's JSON files and safetensors headers are read here rather than through :mod:`al_loop.models`.
 """
 
 from __future__ import annotations
@@ -33,26 +36,44 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import struct
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import AlLoopError, ConflictError, NotExportableError, NotFoundError
 from al_loop.folders import replace_folder
+from al_loop.rounds.export_custom import (
+    CODE_FILE,
+    CODE_TEMPLATE,
+    CUSTOM_CLASSES,
+    REMOTE_CODE_REASON,
+    MergedSafetensors,
+    TensorRange,
+    custom_config,
+    encoder_tensors,
+    head_encoder,
+    head_tensors,
+    read_header,
+    tokenizer_files,
+)
 from al_loop.rounds.model_card import CardFacts, model_card
 from al_loop.store.records import ModelVersion, Project
 from al_loop.store.repository import Store
 from al_loop.types import TaskKind
 
 __all__ = [
+    "CUSTOM_CLASSES",
+    "REMOTE_CODE_REASON",
     "ExportFile",
+    "ExportForm",
     "ExportPlan",
+    "MergedSafetensors",
+    "TensorRange",
     "find_version",
     "plan_export",
     "write_export",
@@ -66,7 +87,7 @@ HEAD_FILE = "head.safetensors"
 POOLED_HEAD_FILE = "pooled_head.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
-
+WEIGHTS_FILE = "model.safetensors"
 _COPIED_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
 """Artifact files copied into the export: weights, tokenizer and configs. Never pickles (``.bin``, ``.pt``)."""
 _GENERATED = {CONFIG_FILE, CARD_FILE}
@@ -75,32 +96,59 @@ _CHUNK = 2**20
 
 PIPELINE_TASKS = {TaskKind.CLASSIFICATION: "text-classification", TaskKind.NER: "token-classification"}
 _HEADS = {TaskKind.CLASSIFICATION: "ForSequenceClassification", TaskKind.NER: "ForTokenClassification"}
-EXPORTABLE = ("versions fine-tuned with the checkpoint's own transformers head can be exported: "
-              "training.pooling 'cls' (classification) or training.token_head 'hf' (NER), "
-              "trained by the 'finetune' learner (or by 'auto' when fine-tuning won)")
+EXPORTABLE = ("every version whose artifact is intact can be exported (al-loop's own heads, the defaults, as "
+              "custom code that loads with trust_remote_code=True; versions fine-tuned with training.pooling 'cls' "
+              "or training.token_head 'hf' as a stock transformers folder)")
+class ExportForm(StrEnum):
+    """What an exported folder is: the checkpoint's stock head, or al-loop's head as custom code."""
+
+    STOCK = "stock"
+    LPFT = "lpft"  # the LP-FT heads (pooled_head.safetensors beside the encoder)
+    HEAD = "head"  # the head learner (head.safetensors; the encoder is the base model)
 
 
 @dataclass(frozen=True)
 class ExportFile:
-    """One file of the export: ``name`` inside the folder, copied from ``source`` or written from ``data``."""
+    """One file of the export: ``name`` inside the folder, copied from ``source``, written from ``data`` or
+    assembled from other safetensors files (``merged``)."""
 
     name: str
     source: Path | None = None
     data: bytes | None = None
+    merged: MergedSafetensors | None = None
 
     @property
     def size(self) -> int:
+        if self.merged is not None:
+            return self.merged.size
         return len(self.data) if self.data is not None else (self.source.stat().st_size if self.source else 0)
+
+    def chunks(self, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        """The file's bytes, at most ``chunk_size`` at a time (a generated file's data at once)."""
+        if self.data is not None:
+            yield self.data
+        elif self.merged is not None:
+            yield from self.merged.chunks(chunk_size)
+        elif self.source is not None:
+            with open(self.source, "rb") as src:
+                while block := src.read(chunk_size):
+                    yield block
 
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """What an export writes: ``files`` of the folder named ``folder_name`` (the zip's top folder)."""
+    """What an export writes: ``files`` of the folder named ``folder_name`` (the zip's top folder); ``form``:
+    a stock transformers folder, or al-loop's head as custom code (loads with ``trust_remote_code=True``)."""
 
     project: Project
     version: ModelVersion
     pipeline_task: str
     files: tuple[ExportFile, ...]
+    form: ExportForm = ExportForm.STOCK
+
+    @property
+    def custom_code(self) -> bool:
+        return self.form is not ExportForm.STOCK
 
     @property
     def folder_name(self) -> str:
@@ -134,33 +182,45 @@ def plan_export(store: Store, project_id: int, version_name: str | None = None, 
     """Check that the version (default: the promoted one) can be exported and list its folder's files.
 
     NotFoundError for an unknown project or version; ConflictError when the version has no artifact on disk;
-    NotExportableError (naming the exportable versions) for a kind of model no standard class expresses or an
-    artifact that is not what its version says.
+    NotExportableError (naming the exportable versions) for an artifact that is not what its version says, or a
+    head-learner version whose base model (its encoder) is no longer there.
     """
     project = store.get_project(project_id)
     version = find_version(store, project_id, version_name)
     folder = _artifact_folder(version)
     try:
-        schema, manifest, config = _check_exportable(project, version, folder)
+        found = _check_exportable(store, project, version, folder)
     except NotExportableError as exc:
-        others = [v.name for v in store.list_versions(project_id) if v.id != version.id and _exportable(project, v)]
+        others = [v.name for v in store.list_versions(project_id)
+                  if v.id != version.id and _exportable(store, project, v)]
         hint = f"exportable versions of project {project_id}: {', '.join(others[-8:])}" if others else (
             f"project {project_id} has no exportable version")
         raise NotExportableError(f"{exc}. {EXPORTABLE}; {hint}") from None
+    schema = found.schema
     rnd = store.get_round(version.round_id) if version.round_id is not None else None
     rounds = [r for r in store.list_rounds(project_id) if rnd is None or r.index <= rnd.index]
-    facts = CardFacts(project=project, version=version, schema=schema, manifest=manifest, round=rnd,
+    facts = CardFacts(project=project, version=version, schema=schema, manifest=found.manifest, round=rnd,
                       rounds=rounds, pipeline_task=PIPELINE_TASKS[schema.task],
-                      exported_at=now or datetime.now(UTC))
-    files = [ExportFile(CONFIG_FILE, data=_json_bytes(_export_config(config, schema))),
-             ExportFile(CARD_FILE, data=model_card(facts).encode("utf-8"))]
-    for path in sorted(folder.iterdir()):
-        if path.name in _GENERATED or not path.name.endswith(_COPIED_SUFFIXES) or path.is_symlink():
-            continue
-        if path.is_file():
-            files.append(ExportFile(path.name, source=path))
+                      exported_at=now or datetime.now(UTC), custom_code=found.form is not ExportForm.STOCK)
+    files = [ExportFile(CARD_FILE, data=model_card(facts).encode("utf-8"))]
+    if found.form is ExportForm.STOCK:
+        files.append(ExportFile(CONFIG_FILE, data=_json_bytes(_export_config(found.config, schema))))
+        for path in sorted(folder.iterdir()):
+            if path.name in _GENERATED or not path.name.endswith(_COPIED_SUFFIXES) or path.is_symlink():
+                continue
+            if path.is_file():
+                files.append(ExportFile(path.name, source=path))
+    else:
+        assert found.merged is not None
+        config = custom_config(_export_config(found.config, schema), schema.task)
+        files += [ExportFile(CONFIG_FILE, data=_json_bytes(config)),
+                  ExportFile(CODE_FILE, data=CODE_TEMPLATE.read_bytes()),
+                  ExportFile(WEIGHTS_FILE, merged=found.merged),
+                  ExportFile(MANIFEST_FILE, source=folder / MANIFEST_FILE),
+                  ExportFile(SCHEMA_FILE, source=folder / SCHEMA_FILE),
+                  *(ExportFile(p.name, source=p) for p in found.tokenizer)]
     return ExportPlan(project=project, version=version, pipeline_task=PIPELINE_TASKS[schema.task],
-                      files=tuple(sorted(files, key=lambda f: f.name)))
+                      files=tuple(sorted(files, key=lambda f: f.name)), form=found.form)
 
 
 def _artifact_folder(version: ModelVersion) -> Path:
@@ -171,17 +231,29 @@ def _artifact_folder(version: ModelVersion) -> Path:
     return folder
 
 
-def _exportable(project: Project, version: ModelVersion) -> bool:
+def _exportable(store: Store, project: Project, version: ModelVersion) -> bool:
     try:
-        _check_exportable(project, version, _artifact_folder(version))
+        _check_exportable(store, project, version, _artifact_folder(version))
     except AlLoopError:
         return False
     return True
 
 
-def _check_exportable(project: Project, version: ModelVersion,
-                      folder: Path) -> tuple[LabelSchema, dict[str, Any], dict[str, Any]]:
-    """The artifact's schema, manifest and config.json; NotExportableError saying why it cannot be exported."""
+@dataclass(frozen=True)
+class _Checked:
+    """What :func:`_check_exportable` found: the artifact's schema and manifest, the encoder's config.json, the
+    form, and for al-loop's heads the merged weights and the tokenizer files."""
+
+    schema: LabelSchema
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    form: ExportForm
+    merged: MergedSafetensors | None = None
+    tokenizer: tuple[Path, ...] = ()
+
+
+def _check_exportable(store: Store, project: Project, version: ModelVersion, folder: Path) -> _Checked:
+    """What the artifact holds and how it leaves; NotExportableError saying why it cannot."""
     what = f"model version {version.name} of project {project.id}"
     manifest = _read_json(folder / MANIFEST_FILE, what)
     if manifest.get("format") != "al-loop-model":
@@ -193,33 +265,51 @@ def _check_exportable(project: Project, version: ModelVersion,
     if schema.hash != version.schema_hash or manifest.get("schema_hash") != schema.hash:
         raise NotExportableError(f"{what}: the artifact's label schema does not match the version's")
     if manifest.get("learner") == "head" or (folder / HEAD_FILE).exists():
-        raise NotExportableError(
-            f"{what} was trained by the head learner: a logistic regression on the frozen base model's "
-            "L2-normalised features (mean-pooled sentence embeddings, or each word's first-subword state), stored "
-            "without the encoder. No transformers model class normalises the hidden states before its classifier, "
-            "so transformers.pipeline cannot load it without custom code")
+        encoder = head_encoder(store, manifest, what)
+        config = _encoder_config(encoder, what)
+        head = head_tensors(folder / HEAD_FILE, ("coef", "intercept"), schema.num_outputs, config["hidden_size"],
+                            what)
+        return _custom(schema, manifest, config, ExportForm.HEAD, encoder, head, what)
     if (folder / POOLED_HEAD_FILE).exists():
-        kind = ("the mean of the last hidden states, L2-normalised, then a linear layer (training.pooling 'mean', "
-                "the default)") if schema.task is TaskKind.CLASSIFICATION else (
-                "a linear layer over each L2-normalised token state (training.token_head 'probe', the default)")
-        raise NotExportableError(
-            f"{what} has al-loop's LP-FT head: {kind}. No transformers *{_HEADS[schema.task]} class normalises "
-            "the hidden states before its classifier and the L2 norm cannot be folded into its weights, so "
-            "transformers.pipeline cannot reproduce its predictions without custom code")
+        config = _encoder_config(folder, what)
+        head = head_tensors(folder / POOLED_HEAD_FILE, ("weight", "bias"), schema.num_outputs, config["hidden_size"],
+                            what)
+        return _custom(schema, manifest, config, ExportForm.LPFT, folder, head, what)
     config = _read_json(folder / CONFIG_FILE, what)
     archs = [str(a) for a in config.get("architectures") or ()]
     if not any(a.endswith(_HEADS[schema.task]) for a in archs):
         raise NotExportableError(f"{what}: config.json names {archs or 'no architecture'}, not a "
                                  f"*{_HEADS[schema.task]} model that the {PIPELINE_TASKS[schema.task]} pipeline runs")
-    stored = config.get("id2label") or {}
-    if [str(stored.get(str(i), stored.get(i, ""))) for i in range(len(stored))] != list(schema.tags):
-        raise NotExportableError(f"{what}: config.json's id2label does not match the version's labels")
+    _check_labels(config, schema, what)
     weights = [p for p in folder.glob("*.safetensors") if p.is_file()]
     if not weights:
         raise NotExportableError(f"{what}: no safetensors weights in its artifact")
     for path in weights:
-        _check_safetensors(path, what)
-    return schema, manifest, config
+        read_header(path, what)
+    return _Checked(schema, manifest, config, ExportForm.STOCK)
+
+
+def _check_labels(config: dict[str, Any], schema: LabelSchema, what: str) -> None:
+    stored = config.get("id2label") or {}
+    if [str(stored.get(str(i), stored.get(i, ""))) for i in range(len(stored))] != list(schema.tags):
+        raise NotExportableError(f"{what}: config.json's id2label does not match the version's labels")
+
+
+def _custom(schema: LabelSchema, manifest: dict[str, Any], config: dict[str, Any], form: ExportForm,
+            encoder: Path, head: list[TensorRange], what: str) -> _Checked:
+    """An export of al-loop's head over the encoder in folder ``encoder``: merged weights and its tokenizer."""
+    tokenizer = tokenizer_files(encoder, what)
+    merged = MergedSafetensors.build([*encoder_tensors(encoder, what, (HEAD_FILE, POOLED_HEAD_FILE)), *head])
+    return _Checked(schema, manifest, config, form, merged, tokenizer)
+
+
+def _encoder_config(folder: Path, what: str) -> dict[str, Any]:
+    config = _read_json(folder / CONFIG_FILE, what)
+    if not isinstance(config.get("model_type"), str):
+        raise NotExportableError(f"{what}: {folder / CONFIG_FILE} names no model_type")
+    if not isinstance(config.get("hidden_size"), int):
+        raise NotExportableError(f"{what}: {folder / CONFIG_FILE} has no integer hidden_size")
+    return config
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -235,20 +325,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise NotExportableError(f"{what}: {path.name} is not a JSON object")
     return data
-
-
-def _check_safetensors(path: Path, what: str) -> None:
-    """A safetensors file starts with its header's length (u64, little-endian) and that JSON header."""
-    try:
-        with open(path, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > _MAX_JSON_BYTES or n > path.stat().st_size - 8:
-                raise ValueError("bad header length")
-            header = json.loads(fh.read(n))
-        if not isinstance(header, dict):
-            raise ValueError("header is not an object")
-    except (OSError, ValueError, struct.error):
-        raise NotExportableError(f"{what}: {path.name} is not a readable safetensors file") from None
 
 
 def _export_config(config: dict[str, Any], schema: LabelSchema) -> dict[str, Any]:
@@ -288,11 +364,8 @@ def write_export(plan: ExportPlan, out: str | Path, *, force: bool = False) -> P
 
 def _write_file(item: ExportFile, dest: Path) -> None:
     with open(dest, "wb") as fh:
-        if item.data is not None:
-            fh.write(item.data)
-        elif item.source is not None:
-            with open(item.source, "rb") as src:
-                shutil.copyfileobj(src, fh, _CHUNK)
+        for block in item.chunks(_CHUNK):
+            fh.write(block)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -335,14 +408,10 @@ def zip_chunks(plan: ExportPlan, chunk_size: int = _CHUNK) -> Iterator[bytes]:
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for item in plan.files:
             with zf.open(f"{plan.folder_name}/{item.name}", "w", force_zip64=True) as dest:
-                if item.data is not None:
-                    dest.write(item.data)
-                elif item.source is not None:
-                    with open(item.source, "rb") as src:
-                        while block := src.read(chunk_size):
-                            dest.write(block)
-                            if sink.pending:
-                                yield sink.take()
+                for block in item.chunks(chunk_size):
+                    dest.write(block)
+                    if sink.pending:
+                        yield sink.take()
             if sink.pending:
                 yield sink.take()
     if sink.pending:

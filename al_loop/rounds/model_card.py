@@ -38,6 +38,8 @@ class CardFacts:
     rounds: list[Round]
     pipeline_task: str
     exported_at: datetime
+    custom_code: bool = False
+    """al-loop's own head, exported with ``modeling_al_loop.py`` (loads with ``trust_remote_code=True``)."""
 
 
 def _cell(value: Any) -> str:
@@ -159,23 +161,41 @@ def _metrics(facts: CardFacts) -> list[str]:
 
 
 def _usage(facts: CardFacts) -> list[str]:
+    remote = ", trust_remote_code=True" if facts.custom_code else ""
     if facts.schema.task is TaskKind.NER:
-        call = ('ner = pipeline("token-classification", model="PATH/TO/THIS/FOLDER", aggregation_strategy="first")\n'
-                'ner("Angela Merkel visited Paris.")')
+        call = (f'ner = pipeline("token-classification", model="PATH/TO/THIS/FOLDER", aggregation_strategy="first"'
+                f'{remote})\nner("Angela Merkel visited Paris.")')
         notes = ["al-loop tags words (runs of letters and digits, or one punctuation mark) by their first "
                  "subword and joins BIO tags into spans; `aggregation_strategy=\"first\"` does the same for words "
                  "the tokenizer splits like that (English text), and `\"none\"` gives every token's tag."]
     else:
-        call = ('clf = pipeline("text-classification", model="PATH/TO/THIS/FOLDER", top_k=None)\n'
+        call = (f'clf = pipeline("text-classification", model="PATH/TO/THIS/FOLDER", top_k=None{remote})\n'
                 'clf("some text")  # every label with its probability')
         notes = ["The pipeline applies a sigmoid per label to a multi-label model and a softmax otherwise, as al-loop "
                  "does; al-loop predicts the labels with probability >= 0.5 (the top label when none is)."
                  if facts.schema.multi_label else "Probabilities are the softmax al-loop computes."]
+    if facts.custom_code:
+        notes.insert(0, f"`trust_remote_code=True` is needed: this is al-loop's own head ({_head_form(facts)}). No "
+                     "stock transformers head L2-normalises the hidden states before its classifier (BERT's sequence "
+                     "head reads the `[CLS]` state through a tanh pooler, its token head the raw states) and a norm "
+                     "cannot be folded into linear weights, so stock classes cannot reproduce these predictions; "
+                     "`modeling_al_loop.py` in this folder does, in a few lines of torch (read it before you trust "
+                     "it). Offline: set `HF_HUB_OFFLINE=1`. transformers may log that the class \"is not "
+                     "supported\" by the pipeline: that list names only its own classes, and the pipeline runs it.")
     notes.append("al-loop reads texts longer than its `max_length` in overlapping windows (classification "
                  "averages them, NER takes each word from the window where it is most central); the pipeline "
                  "reads at most the tokenizer's `model_max_length` tokens, so predictions agree on texts that fit "
                  "one window.")
     return ["```python", "from transformers import pipeline", "", call, "```", "", *(f"- {n}" for n in notes)]
+
+
+def _head_form(facts: CardFacts) -> str:
+    head = "linear layer over the mean of the last hidden states, L2-normalised" if (
+        facts.schema.task is TaskKind.CLASSIFICATION) else "linear layer over each L2-normalised token state"
+    if facts.manifest.get("learner") == "head":
+        return (f"the head learner's logistic regression, as a {head}, over the frozen base model; the encoder "
+                "weights are the base model's")
+    return f"the LP-FT head: a {head}"
 
 
 def _training(facts: CardFacts) -> list[str]:
@@ -193,11 +213,17 @@ def model_card(facts: CardFacts) -> str:
     header = ["---", "library_name: transformers", f"pipeline_tag: {facts.pipeline_task}", "tags:", "- al-loop",
               "- active-learning", "---", ""]
     title = f"# {_cell(facts.project.name)}: model version {facts.version.name}"
+    how = ("a transformers folder with al-loop's head as custom modelling code (`modeling_al_loop.py`: load it with "
+           "`trust_remote_code=True`)") if facts.custom_code else "a standard transformers folder"
     intro = (f"A {_task(facts.schema)} model trained by al-loop's active-learning loop (project "
-             f"{facts.project.id}) and exported as a standard transformers folder.")
-    files = ["", "## Files", "",
-             "- `config.json` (with `id2label` / `label2id`: the sorted labels), `*.safetensors` weights and the "
-             "tokenizer files: what `transformers` loads.",
+             f"{facts.project.id}) and exported as {how}.")
+    weights = ("- `config.json` (with `id2label` / `label2id`: the sorted labels; `architectures` and `auto_map` name "
+               "the class in `modeling_al_loop.py`), `model.safetensors` (the encoder's weights as `body.*`, the "
+               "head as `classifier.*`), `modeling_al_loop.py` and the tokenizer files: what `transformers` loads."
+               ) if facts.custom_code else (
+               "- `config.json` (with `id2label` / `label2id`: the sorted labels), `*.safetensors` weights and the "
+               "tokenizer files: what `transformers` loads.")
+    files = ["", "## Files", "", weights,
              "- `manifest.json` and `label_schema.json`: al-loop's own record of the version (base model, label "
              "schema and its hash, training settings, precision, creation time).",
              "- `README.md`: this card."]

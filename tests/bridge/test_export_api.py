@@ -35,7 +35,9 @@ def web(tmp_path: Path) -> SimpleNamespace:
     env.project = env.store.create_project("topics", CLS, training=TrainingConfig(pooling="cls"))
     env.good = add_version(env.store, env.project, fake_artifact(tmp_path / "good", CLS, weights_mb=3),
                            promote=False)
-    env.bad = add_version(env.store, env.project, fake_artifact(tmp_path / "bad", CLS, "pooled"))
+    # a head-learner version whose base model (its encoder) is gone: cannot be exported
+    env.bad = add_version(env.store, env.project, fake_artifact(tmp_path / "bad", CLS, "head",
+                                                                base_model=str(tmp_path / "gone")))
     return env
 
 
@@ -68,9 +70,10 @@ def test_unknown_and_out_of_range_projects_and_versions_are_404(web: SimpleNames
 
 def test_refusals_are_json_errors_naming_the_exportable_versions(web: SimpleNamespace) -> None:
     body = assert_error(web.client.get(f"/api/projects/{web.project.id}/export", headers=AUTH), 422,
-                        "NotExportableError")  # the promoted version has al-loop's LP-FT head
+                        "NotExportableError")  # the promoted version's base model is gone
     message = body["message"]
-    assert "LP-FT head" in message and f"exportable versions of project {web.project.id}: {web.good.name}" in message
+    assert "head learner" in message and "no longer available" in message
+    assert f"exportable versions of project {web.project.id}: {web.good.name}" in message
     gone = add_version(web.store, web.project, None, promote=False)
     path = f"/api/projects/{web.project.id}/versions/{gone.name}/export"
     assert "no artifact on this server" in assert_error(web.client.get(path, headers=AUTH), 409)["message"]
@@ -94,6 +97,21 @@ def test_the_download_is_a_streamed_zip_of_the_folder_the_command_writes(web: Si
                     "| exported |")[0]
             else:
                 assert data == (folder / name.split("/", 1)[1]).read_bytes(), name
+
+
+def test_al_loops_own_head_downloads_as_custom_code(web: SimpleNamespace, tmp_path: Path) -> None:
+    lpft = add_version(web.store, web.project, fake_artifact(tmp_path / "lpft", CLS, "pooled", weights_mb=2),
+                       promote=False)
+    resp = web.client.get(f"/api/projects/{web.project.id}/versions/{lpft.name}/export", headers=AUTH)
+    assert resp.status_code == 200 and resp.is_streamed
+    folder = write_export(plan_export(web.store, web.project.id, lpft.name), tmp_path / "cli")
+    assert (folder / "modeling_al_loop.py").is_file()
+    with zipfile.ZipFile(io.BytesIO(resp.get_data())) as zf:
+        top = f"project-{web.project.id}-{lpft.name}"
+        assert sorted(zf.namelist()) == sorted(f"{top}/{p.name}" for p in folder.iterdir())
+        for name in zf.namelist():
+            if not name.endswith("README.md"):
+                assert zf.read(name) == (folder / name.split("/", 1)[1]).read_bytes(), name
 
 
 def test_the_export_route_never_imports_torch(tmp_path: Path) -> None:
@@ -134,6 +152,7 @@ def test_the_command_writes_refuses_and_exits_with_its_codes(web: SimpleNamespac
     assert f"exported model version {web.good.name} of project {pid} to {out}" in printed
     assert "transformers.pipeline('text-classification'" in printed
     assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
+    assert "trust_remote_code" not in printed  # a stock folder
     # a non-empty folder needs --force
     assert cli.main(["export", "--project", pid, "--version", web.good.name, "--out", str(out), *db]) == 1
     assert "not empty" in capsys.readouterr().err
@@ -141,11 +160,15 @@ def test_the_command_writes_refuses_and_exits_with_its_codes(web: SimpleNamespac
     assert cli.main(["export", "-p", pid, "--version", web.good.name, "-o", str(out), "--force", *db]) == 0
     assert not (out / "extra.txt").exists()
     capsys.readouterr()
-    # the promoted version (the default) has al-loop's LP-FT head: refused, exit 1, nothing written
+    # the promoted version (the default) is a head learner's whose base model is gone: exit 1, nothing written
     assert cli.main(["export", "--project", pid, "--out", str(tmp_path / "refused"), *db]) == 1
     err = capsys.readouterr().err
-    assert "export refused" in err and "LP-FT head" in err and web.good.name in err
+    assert "export refused" in err and "no longer available" in err and web.good.name in err
     assert not (tmp_path / "refused").exists()
+    lpft = add_version(web.store, web.project, fake_artifact(tmp_path / "lpft", CLS, "pooled"), promote=False)
+    assert cli.main(["export", "-p", pid, "--version", lpft.name, "-o", str(tmp_path / "lpft-out"), *db]) == 0
+    printed = capsys.readouterr().out
+    assert "trust_remote_code=True)" in printed and "no stock transformers head L2-normalises" in printed
     # unknown project or version: exit 2
     assert cli.main(["export", "--project", "999", "--out", str(tmp_path / "x"), *db]) == 2
     assert cli.main(["export", "--project", pid, "--version", "nope", "--out", str(tmp_path / "x"), *db]) == 2

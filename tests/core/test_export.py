@@ -4,7 +4,7 @@ Fast tests use hand-made artifact folders (no torch): what is copied, what is re
 writes, the zip stream. The slow tests train a MiniLM round per task with the checkpoint's own head
 (``pooling: cls`` / ``token_head: hf``), export the version and load the folder with ``transformers.pipeline``
 in a separate process that is offline (``HF_HUB_OFFLINE=1``, an empty ``HF_HOME``, sockets refused): the
-pipeline predicts what al-loop predicts. A version with al-loop's LP-FT head is refused.
+pipeline predicts what al-loop predicts. al-loop's own heads (exported as custom code): test_export_custom.py.
 """
 
 from __future__ import annotations
@@ -39,14 +39,15 @@ NER = LabelSchema.build(TaskKind.NER, ["PER", "LOC"])
 
 # ----------------------------------------------------------------------------------- hand-made artifacts
 def fake_artifact(folder: Path, schema: LabelSchema, kind: str = "hf", *, arch: str | None = None,
-                  weights_mb: float = 0.0) -> Path:
+                  weights_mb: float = 0.0, base_model: str = "default") -> Path:
     """An artifact folder of ``kind`` ``hf`` (a transformers *For*Classification folder), ``pooled`` (al-loop's
-    LP-FT head) or ``head`` (the head learner); not loadable by transformers (no real weights), torch-free."""
+    LP-FT head over a 4-wide "encoder") or ``head`` (the head learner over ``base_model``, 4-wide features); not
+    loadable by transformers (no real weights), torch-free."""
     from safetensors.numpy import save_file
 
     folder.mkdir(parents=True)
     head = "ForTokenClassification" if schema.task is TaskKind.NER else "ForSequenceClassification"
-    manifest: dict[str, Any] = {"format": "al-loop-model", "format_version": 1, "base_model": "default",
+    manifest: dict[str, Any] = {"format": "al-loop-model", "format_version": 1, "base_model": base_model,
                                 "task": schema.task.value, "schema_hash": schema.hash, "tags": list(schema.tags),
                                 "precision": "fp32", "created_at": "2026-12-01T10:00:00+00:00",
                                 "al_loop_version": "0.1.0", "training_config": {"learner": "finetune",
@@ -64,8 +65,11 @@ def fake_artifact(folder: Path, schema: LabelSchema, kind: str = "hf", *, arch: 
         (folder / "config.json").write_text(json.dumps(config))
         n = max(1, int(weights_mb * 2**20 / 4 / 4))
         rng = np.random.default_rng(0)
-        save_file({"classifier.weight": rng.standard_normal((n, 4)).astype(np.float32)},
-                  str(folder / "model.safetensors"))
+        weights = {"classifier.weight": rng.standard_normal((n, 4)).astype(np.float32)}
+        if kind == "pooled":  # an encoder's tensors, as AutoModel saves them (no prefix)
+            weights = {"embeddings.word_embeddings.weight": rng.standard_normal((n, 4)).astype(np.float32),
+                       "encoder.layer.0.output.dense.weight": rng.standard_normal((4, 4)).astype(np.float32)}
+        save_file(weights, str(folder / "model.safetensors"))
         (folder / "tokenizer.json").write_text('{"version": "1.0"}')
         (folder / "tokenizer_config.json").write_text('{"do_lower_case": true}')
         (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n")
@@ -170,16 +174,20 @@ def test_ner_config_carries_the_bio_tags(store: Store, tmp_path: Path) -> None:
     assert 'aggregation_strategy="first"' in card
 
 
-@pytest.mark.parametrize(("kind", "why"), [("head", "trained by the head learner"),
-                                           ("pooled", "LP-FT head: the mean of the last hidden states")])
-def test_al_loops_own_heads_are_refused_naming_the_exportable_versions(store: Store, project: Project,
-                                                                        tmp_path: Path, kind: str, why: str) -> None:
+@pytest.mark.parametrize(("kind", "why"), [("head", "frozen features of its base model '/gone/base'"),
+                                           ("pooled", "does not hold a (3, 8) head")])
+def test_broken_versions_of_al_loops_own_heads_are_refused_naming_the_exportable_versions(
+        store: Store, project: Project, tmp_path: Path, kind: str, why: str) -> None:
     good = add_version(store, project, fake_artifact(tmp_path / "good", CLS), promote=False)
-    bad = add_version(store, project, fake_artifact(tmp_path / "bad", CLS, kind))
+    bad_art = fake_artifact(tmp_path / "bad", CLS, kind, base_model="/gone/base")
+    if kind == "pooled":  # the encoder is 8 wide, the head 4
+        config = json.loads((bad_art / "config.json").read_text())
+        (bad_art / "config.json").write_text(json.dumps({**config, "hidden_size": 8}))
+    bad = add_version(store, project, bad_art)
     with pytest.raises(NotExportableError) as info:
         plan_export(store, project.id)
     message = str(info.value)
-    assert why in message and "pooling 'cls'" in message and "token_head 'hf'" in message
+    assert why in message and "trust_remote_code=True" in message
     assert f"exportable versions of project {project.id}: {good.name}" in message and bad.name in message
 
 
@@ -413,15 +421,3 @@ def test_an_ner_version_loads_offline_and_tags_what_al_loop_tags(tmp_path: Path)
     entities = check_ner(folder, Path(plan.version.artifact_path), NER_TEXTS + [t for t, _ in NER_TRAIN],
                          tmp_path / "hf-home")
     assert entities > 0  # the spans compared are not all empty (19 on 2026-12-03)
-
-
-@pytest.mark.slow
-def test_a_real_lp_ft_version_is_refused(tmp_path: Path) -> None:
-    from al_loop.models.model import TextModel
-
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    project = store.create_project("lpft", CLS)  # the default: pooling mean (LP-FT)
-    art = TextModel.create(CLS, "default", replace(FAST, learner="auto")).save(tmp_path / "art")
-    add_version(store, project, art)
-    with pytest.raises(NotExportableError, match=r"LP-FT head.*has no exportable version"):
-        plan_export(store, project.id)
