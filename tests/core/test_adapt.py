@@ -121,10 +121,22 @@ def test_adapt_real_minilm_is_a_base_model_and_cached(tmp_path: Path) -> None:
     cls = LabelSchema(TaskKind.CLASSIFICATION, ("a", "b"))
     model = TextModel.create(cls, str(result.folder), config)
     out = model.predict(["kidney disease", "hospital"])
-    assert out.probs.shape == (2, 2)
+    assert out.probs is not None and out.probs.shape == (2, 2)
     ner = LabelSchema(TaskKind.NER, ("DIS",))
     tagger = TextModel.create(ner, str(result.folder), config)
     assert len(tagger.predict(["kidney disease here"]).token_probs or []) == 1
+
+    # a round's learners train on it: the head learner (feature cache keyed by the folder) and LP-FT fine-tuning
+    from al_loop.models.learners import Learners
+    from al_loop.types import Example, ItemId
+
+    labelled = [Example(ItemId(f"t{i}"), text, labels=("a" if i % 2 else "b",)) for i, text in enumerate(TEXTS[:8])]
+    for learner in ("head", "finetune"):
+        fit = TrainingConfig(max_length=32, device="cpu", precision="fp32", learner=learner, min_epochs=1,
+                             max_epochs=1, target_steps=1)
+        trained = Learners.create(cls, str(result.folder), fit)
+        trained.fit(labelled)
+        assert trained.predict(["kidney"]).probs.shape == (1, 2)
 
     # a second call finds the folder: no training, no progress
     again = adapt_encoder("default", TEXTS, tmp_path / "cache", TINY, progress=lambda *a: calls.append(a))
