@@ -93,11 +93,11 @@ START_NAMES = {
 # about the same; its cost grows with the sentences' length. Derived from the README's CoNLL-2003 rounds measured
 # alone (median 26-32 s at pool 2,000 / test 800) scaled by mean sentence length (CoNLL 14.5 words, NCBI-disease 25,
 # MIT Restaurant 9), and checked against a smoke run on the shared 2-core machine (2026-12-03, one torch thread at
-# load 4-6, pool 300, test 100): MIT Restaurant rounds 24-74 s (median 40 s), NCBI-disease 107-165 s, 0.42 s per
-# masked-LM step, 200 CoNLL sentences fitted in 36 s. Not yet timed on an idle machine.
+# load 4-6, pool 300, test 100): MIT Restaurant rounds 24-74 s (median 40 s), NCBI-disease 107-165 s; 0.42 s per
+# masked-LM step on MIT Restaurant, 1.8 s on NCBI-disease; 200 CoNLL sentences fitted in 36 s). Not timed idle yet.
 ROUND_SECONDS = {"ncbi_disease": 38.0, "mit_restaurant": 15.0}
 SOURCE_SECONDS_PER_SENTENCE = 0.05
-ADAPT_SECONDS_PER_STEP = 0.4
+ADAPT_SECONDS_PER_STEP = 0.6
 
 
 class Options(NamedTuple):
