@@ -152,3 +152,21 @@ def test_time_budget_stops_after_the_crossing_step(tmp_path: Path) -> None:
     result = adapt_encoder("default", TEXTS, tmp_path, budget, device="cpu", head_warmup=False)
     assert 1 <= result.steps < 50  # a step on this model takes well over 20 ms
     assert result.texts == 6
+
+
+@pytest.mark.slow
+def test_adapt_an_al_loop_artifact_keeps_its_encoder_only(tmp_path: Path) -> None:
+    """A model version (e.g. a source model fine-tuned on another domain) adapts like a base model: the encoder is
+    trained on, the task head is not carried into the adapted folder (a plain transformers encoder)."""
+    from al_loop.config import TrainingConfig
+    from al_loop.data.schema import LabelSchema
+    from al_loop.models.model import TextModel
+    from al_loop.types import TaskKind
+
+    config = TrainingConfig(max_length=32, device="cpu", precision="fp32")
+    TextModel.create(LabelSchema(TaskKind.NER, ("PER",)), "default", config).save(tmp_path / "art")
+    result = adapt_encoder(str(tmp_path / "art"), TEXTS, tmp_path / "cache", AdaptBudget(max_steps=2, max_length=32))
+    assert result.steps == 2 and not (result.folder / "pooled_head.safetensors").exists()
+    assert not (result.folder / "manifest.json").exists()
+    tagger = TextModel.create(LabelSchema(TaskKind.NER, ("DIS",)), str(result.folder), config)
+    assert len(tagger.predict(["kidney disease"]).token_probs or []) == 1
