@@ -157,6 +157,10 @@ LOOP_BOUNDS: dict[str, Bound] = {
     "dedupe_threshold": Bound("float", 0, 1),
     "stop_set_size": _ints(0, 100_000),
     "pause_when_stable": Bound("bool"),
+    "adapt_pool": Bound("bool"),
+    "adapt_steps": _ints(1, 100_000),
+    "adapt_minutes": Bound("float", 0.1, 24 * 60),
+    "adapt_texts": _ints(1, 10_000_000),
     "seed": _ints(0, MAX_SEED),
 }
 
@@ -266,6 +270,12 @@ class LoopConfig:
     # stopping advice (al_loop/rounds/stopping.py): items of the fixed stop set each trained round predicts (0 = off)
     stop_set_size: int = 1000
     pause_when_stable: bool = False  # no automatic round once stabilizing predictions holds (a manual one still runs)
+    # pool-adaptive pretraining (al_loop/models/adapt.py): masked-LM training of the base encoder on the unlabelled
+    # pool, once, before the first round; rounds then start from the adapted encoder. Off by default.
+    adapt_pool: bool = False
+    adapt_steps: int = 300  # optimizer steps at most
+    adapt_minutes: float = 10.0  # wall-clock minutes at most (stops after the step that crosses it)
+    adapt_texts: int = 20_000  # pool texts at most (a seeded sample of a larger pool)
     seed: int = 13
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Statuses of rounds, their pushes and model versions, and every allowed transition: the one place they live.
+"""Statuses of rounds, pushes, model versions, imports and adaptations, and every allowed transition: one place.
 
 This module sits below the store (it needs nothing but ``al_loop.errors``): the store checks
 each status change against these tables, and the rounds, the bridge and the monitoring read
@@ -136,6 +136,44 @@ IMPORT_TRANSITIONS: dict[ImportStatus, frozenset[ImportStatus]] = {
 }
 
 
+class AdaptStatus(StrEnum):
+    """Life cycle of a project's pool-adaptive pretraining (masked-LM training of the base encoder on the pool).
+
+    ``pending`` (created, queued) -> ``running`` (a worker trains; progress written as it goes) -> ``done`` |
+    ``failed``; ``pending`` -> ``failed`` (could not be queued, or abandoned). ``running`` -> ``running`` is a
+    progress write. A ``running`` adaptation whose progress stopped (the worker died) is marked ``failed`` when a
+    new one is asked for.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (AdaptStatus.DONE, AdaptStatus.FAILED)
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_final
+
+
+ADAPT_TRANSITIONS: dict[AdaptStatus, frozenset[AdaptStatus]] = {
+    AdaptStatus.PENDING: frozenset({AdaptStatus.RUNNING, AdaptStatus.FAILED}),
+    AdaptStatus.RUNNING: frozenset({AdaptStatus.RUNNING, AdaptStatus.DONE, AdaptStatus.FAILED}),
+    AdaptStatus.DONE: frozenset(),
+    AdaptStatus.FAILED: frozenset(),
+}
+
+
+def check_adapt_transition(current: AdaptStatus | str, new: AdaptStatus | str) -> AdaptStatus:
+    cur, nxt = AdaptStatus(current), AdaptStatus(new)
+    if nxt not in ADAPT_TRANSITIONS[cur]:
+        raise InvalidTransitionError(f"an adaptation cannot go from {cur.value} to {nxt.value}")
+    return nxt
+
+
 def check_import_transition(current: ImportStatus | str, new: ImportStatus | str) -> ImportStatus:
     cur, nxt = ImportStatus(current), ImportStatus(new)
     if nxt not in IMPORT_TRANSITIONS[cur]:
@@ -166,16 +204,19 @@ def check_version_transition(current: VersionStatus | str, new: VersionStatus | 
 
 __all__ = [
     "ACTIVE_ROUND_STATUSES",
+    "ADAPT_TRANSITIONS",
     "FINAL_ROUND_STATUSES",
     "IMPORT_TRANSITIONS",
     "PUSH_TRANSITIONS",
     "ROUND_TRANSITIONS",
     "VERSION_TRANSITIONS",
+    "AdaptStatus",
     "ImportStatus",
     "PushStatus",
     "RoundPhase",
     "RoundStatus",
     "VersionStatus",
+    "check_adapt_transition",
     "check_import_transition",
     "check_push_transition",
     "check_round_transition",
