@@ -32,6 +32,8 @@ class LoopWork(Protocol):
 
     def execute_import(self, import_id: int) -> Any: ...
 
+    def execute_adaptation(self, adaptation_id: int) -> Any: ...
+
 
 @runtime_checkable
 class Dispatcher(Protocol):
@@ -51,6 +53,9 @@ class Dispatcher(Protocol):
 
     def run_import(self, import_id: int) -> None:
         """Run import job ``import_id`` (a large file read in batches)."""
+
+    def run_adaptation(self, adaptation_id: int) -> None:
+        """Run adaptation ``adaptation_id`` (a project's pool-adaptive pretraining; a training worker's job)."""
 
 
 class InlineDispatcher:
@@ -92,6 +97,10 @@ class InlineDispatcher:
     def run_import(self, import_id: int) -> None:
         self.calls.append(("run_import", (import_id,)))
         self._loop().execute_import(import_id)
+
+    def run_adaptation(self, adaptation_id: int) -> None:
+        self.calls.append(("run_adaptation", (adaptation_id,)))
+        self._loop().execute_adaptation(adaptation_id)
 
 
 class ThreadDispatcher:
@@ -159,3 +168,6 @@ class ThreadDispatcher:
 
     def run_import(self, import_id: int) -> None:
         self._submit("run_import", self.inner.run_import, import_id)
+
+    def run_adaptation(self, adaptation_id: int) -> None:
+        self._submit("run_adaptation", self.inner.run_adaptation, adaptation_id)

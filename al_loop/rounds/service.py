@@ -29,6 +29,7 @@ from al_loop.rounds.pool_round import PoolSnapshot, ShardJob, ShardRunner, run_s
 from al_loop.rounds.pool_scoring import ShardResult
 from al_loop.rounds.states import RoundPhase, RoundStatus, VersionStatus
 from al_loop.rounds.stop_phase import run_stop_phase
+from al_loop.store.adaptations import done_adaptation
 from al_loop.store.records import ModelVersion, Project, Round, ScoredItem
 from al_loop.store.repository import Store, unlabelled_id_chunks, utcnow
 from al_loop.store.sources import resolve_base_model
@@ -399,9 +400,24 @@ class RoundService:
         return np.asarray(embed(list(texts))) if callable(embed) else None
 
     def _base(self, project: Project) -> str:
-        """The project's base model as the model factory takes it: another project's version
+        """The project's base model as the model factory takes it: the folder of its pool-adapted encoder when an
+        adaptation of its base model is done (:meth:`adapted_base`); otherwise another project's version
         (``project:<id>:<version>``) becomes its artifact folder (ConfigError, failing the round, when it is gone)."""
+        adapted = self.adapted_base(project)
+        if adapted is not None:
+            return str(adapted["folder"])
         return resolve_base_model(self.store, project.base_model)
+
+    def adapted_base(self, project: Project) -> dict[str, Any] | None:
+        """``{"folder", "key", "steps", "adaptation"}`` of the project's newest done pool-adaptive pretraining of
+        its current base model whose folder is still there (al_loop/store/adaptations.py), or None."""
+        done = done_adaptation(self.store, project.id, project.base_model)
+        if done is None or not done.folder or not (Path(done.folder) / "config.json").is_file():
+            if done is not None:
+                log.warning("project %s: adapted encoder %s is gone; rounds use the base model", project.id,
+                            done.folder)
+            return None
+        return {"folder": done.folder, "key": done.key, "steps": done.steps_done, "adaptation": done.id}
 
     def _publish(
         self,
@@ -417,8 +433,12 @@ class RoundService:
         path = ""
         if self.artifacts_root is not None:
             target = self.artifacts_root / f"project-{project.id}" / name
-            model.save(target, extra_manifest={"project": project.id, "round": rnd.index, "metrics": _scalars(metrics),
-                                               "base_model": project.base_model})
+            extra: dict[str, Any] = {"project": project.id, "round": rnd.index, "metrics": _scalars(metrics),
+                                     "base_model": project.base_model}
+            adapted = self.adapted_base(project)
+            if adapted is not None:
+                extra["adapted_base"] = adapted
+            model.save(target, extra_manifest=extra)
             path = str(target)
         previous = self.store.promoted_version(project.id)
         version = self.store.add_version(

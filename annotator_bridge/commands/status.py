@@ -188,6 +188,9 @@ def render_project(s: dict[str, Any], max_rounds: int = 15) -> str:
         out.append(line)
     out.append("  " + _queues_text(lv))
 
+    adapt = monitoring.adaptation_line(s.get("adaptation"))
+    if adapt is not None:
+        out.append("  " + adapt)
     out.extend(_stopping_lines(s.get("stopping")))
 
     rounds = list(reversed(s["rounds"]))[:max_rounds]

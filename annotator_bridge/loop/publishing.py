@@ -38,8 +38,9 @@ class RoundPublisher:
 
     def __init__(self, store: Store, rounds: RoundService, links: LabelStudioLinks, *,
                  dispatcher: Callable[[], Dispatcher], reconcile: Callable[[int], Any],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], prepare: Callable[[int], Any] | None = None) -> None:
         self.store = store
+        self._prepare = prepare  # before a round trains: the project's pool-adaptive pretraining (loop.adapt_pool)
         self.rounds = rounds
         self.links = links
         self._dispatcher = dispatcher
@@ -91,12 +92,15 @@ class RoundPublisher:
             return None
 
     def execute_round(self, round_id: int) -> Round:
-        """Reconcile (best effort), run the round, then dispatch its push. Idempotent for final rounds."""
+        """Adapt the encoder to the pool first when the project asks for it and has not yet (``prepare``), reconcile
+        (best effort), run the round, then dispatch its push. Idempotent for final rounds."""
         rnd = self.store.get_round(round_id)
         if rnd.status.is_final:
             if rnd.status is RoundStatus.SUCCEEDED and rnd.push_status is PushStatus.PENDING:
                 self._dispatch_push(rnd)
             return self.store.get_round(round_id)
+        if self._prepare is not None:  # may take minutes (the round stays pending); ConflictError: retried later
+            self._prepare(rnd.project_id)
         try:
             self._reconcile(rnd.project_id)
         except AlLoopError as exc:

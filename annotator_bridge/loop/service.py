@@ -8,6 +8,7 @@ One object per process (web or worker) with its collaborators injected:
 - ``annotations`` (:class:`~annotator_bridge.loop.annotations.AnnotationSync`): webhook events, ingest, reconcile;
 - ``batches`` (:class:`~annotator_bridge.loop.batch.BatchIngest`): many webhook events in one transaction;
 - ``publisher`` (:class:`~annotator_bridge.loop.publishing.RoundPublisher`): request/execute/push rounds, versions;
+- ``adaptation`` (:class:`~annotator_bridge.loop.adaptation.PoolAdaptation`): pool-adaptive pretraining;
 
 and exposes their entry points, so a view or a task calls one method. Every method takes ids
 and is safe to call again (webhooks and Celery tasks are redelivered).
@@ -20,12 +21,14 @@ from datetime import datetime
 from typing import Any
 
 from al_loop.rounds.service import RoundService
+from al_loop.store.adaptations import Adaptation
 from al_loop.store.imports import ImportJob
 from al_loop.store.records import ModelVersion, Project, Round
 from al_loop.store.repository import Store, utcnow
 from al_loop.types import Example
 from annotator_bridge.dispatch import Dispatcher, InlineDispatcher
 from annotator_bridge.labelstudio.config import LabelConfig
+from annotator_bridge.loop.adaptation import Adapter, PoolAdaptation
 from annotator_bridge.loop.annotations import AnnotationSync
 from annotator_bridge.loop.batch import BatchIngest
 from annotator_bridge.loop.link import LabelStudioLinks
@@ -49,6 +52,7 @@ class LoopService:
         settings: Settings,
         *,
         clock: Callable[[], datetime] = utcnow,
+        adapter: Adapter | None = None,
     ) -> None:
         self.store = store
         self.rounds = rounds
@@ -56,7 +60,9 @@ class LoopService:
         self.clock = clock
         self.links = LabelStudioLinks(store, settings, gateway_factory or label_studio_gateway_factory(settings))
         self.publisher = RoundPublisher(store, rounds, self.links, dispatcher=lambda: self.dispatcher,
-                                        reconcile=lambda pid: self.annotations.reconcile(pid), clock=clock)
+                                        reconcile=lambda pid: self.annotations.reconcile(pid), clock=clock,
+                                        prepare=lambda pid: self.adaptation.ensure_adapted(pid))
+        self.adaptation = PoolAdaptation(store, rounds, dispatcher=lambda: self.dispatcher, adapter=adapter)
         self.annotations = AnnotationSync(store, self.links, start_round=self.publisher.start_round,
                                           should_start_round=rounds.should_start_round, clock=clock)
         self.batches = BatchIngest(store, self.links, self.annotations, start_round=self.publisher.start_round,
@@ -95,6 +101,14 @@ class LoopService:
     def execute_import(self, import_id: int) -> ImportJob:
         """See :meth:`ProjectSetup.execute_import` (an import job's task)."""
         return self.projects.execute_import(import_id)
+
+    def start_adaptation(self, project_id: int) -> Adaptation:
+        """See :meth:`PoolAdaptation.start` (``POST /api/projects/<id>/adapt``)."""
+        return self.adaptation.start(project_id)
+
+    def execute_adaptation(self, adaptation_id: int) -> Adaptation:
+        """See :meth:`PoolAdaptation.execute` (an adaptation's task)."""
+        return self.adaptation.execute(adaptation_id)
 
     def handle_event(self, project_id: int, payload: Mapping[str, Any]) -> dict[str, Any]:
         return self.annotations.handle_event(project_id, payload)

@@ -15,6 +15,7 @@ stable :class:`~al_loop.types.ItemId`; version ``id`` is the model-version datab
 
 from __future__ import annotations
 
+from annotator_bridge.monitoring.adaptation import adaptation_line, adaptation_summary
 from annotator_bridge.monitoring.cache import CachedProbe, SnapshotCache
 from annotator_bridge.monitoring.common import DEFAULT_STALE_AFTER, PHASES, format_duration, iso, metric_name
 from annotator_bridge.monitoring.history import (
@@ -44,6 +45,8 @@ __all__ = [
     "QueueProbe",
     "SnapshotCache",
     "StaticQueueProbe",
+    "adaptation_line",
+    "adaptation_summary",
     "annotation_rate",
     "confusion_top_errors",
     "current_batch",

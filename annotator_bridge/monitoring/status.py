@@ -10,6 +10,7 @@ from al_loop.errors import NotFoundError
 from al_loop.states import RoundStatus
 from al_loop.store.records import Project
 from al_loop.store.repository import Store
+from annotator_bridge.monitoring.adaptation import adaptation_summary
 from annotator_bridge.monitoring.common import DEFAULT_STALE_AFTER, _age, _now, _num, iso, metric_name
 from annotator_bridge.monitoring.history import (
     learning_curve,
@@ -121,6 +122,7 @@ def project_snapshot(store: Store, project_id: int, probe: QueueProbe | None = N
         "versions": versions_table(store, project_id),
         "liveness": liveness(store, project_id, probe, now=now, stale_after=stale_after),
         "stopping": stopping_summary(store, project_id),
+        "adaptation": adaptation_summary(store, project),
     }
 
 
@@ -160,6 +162,7 @@ def project_status(store: Store, project_id: int) -> dict[str, Any]:
         "rejected": [r.to_dict() for r in store.rejected_annotations(project_id, limit=20)],
         "rejected_total": store.count_rejected(project_id),
         "stopping": stopping_summary(store, project_id, rounds),
+        "adaptation": adaptation_summary(store, project),
     }
     if link is not None:
         out["label_studio"] = {"project_id": link.ls_project_id, "url": link.url, "model_version": link.model_version,

@@ -18,6 +18,7 @@ GET      /api/projects/<id>/versions/<name>/export         version <name> as a z
 GET      /api/projects/<id>/export                         the promoted version, the same way
 POST     /api/projects/<id>/rollback                       serve the previously promoted version
 GET      /api/projects/<id>/status                         queue state, label counts, versions, rounds
+POST     /api/projects/<id>/adapt                          pool-adaptive pretraining on a worker -> 202 (409 active)
 POST     /api/projects/<id>/reconcile                      re-read Label Studio -> 202
 =======  ===============================================  =========================================
 
@@ -286,6 +287,17 @@ def rollback(project_id: int) -> Any:
 @bp.get("/projects/<int:project_id>/status")
 def status(project_id: int) -> Any:
     return jsonify(_services().loop.status(project_id))
+
+
+@bp.post("/projects/<int:project_id>/adapt")
+def adapt(project_id: int) -> Any:
+    """Masked-LM adaptation of the project's base encoder to its pool, on a training worker: 202 with the
+    adaptation (follow it in ``GET .../status`` under ``adaptation``); 409 while one is pending or running."""
+    body = json_body(required=False)
+    if body not in (None, {}):
+        raise ConfigError("this route takes no body (the budget is the project's loop.adapt_* settings)")
+    adaptation = _services().loop.start_adaptation(project_id)
+    return jsonify({"adaptation": adaptation.to_dict()}), 202
 
 
 @bp.post("/projects/<int:project_id>/reconcile")

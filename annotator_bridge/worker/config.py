@@ -20,10 +20,10 @@ Delivery guarantees (see DESIGN.md section 5):
 * No result backend: round status, progress and errors live in the al-loop database.
 
 Queues: ``default`` (ingest and its batched drain, push, reconcile: light I/O), the train queue
-(``AL_LOOP_TRAIN_QUEUE``, default ``train``: rounds; one solo-pool worker per GPU) and ``score``
-(pool-scoring shards of rounds with ``loop.score_shards > 1``; run ``al-loop worker --queues score
---pool solo`` on as many machines as shards; the round's own worker waits for them, so the score
-queue must have consumers other than the train worker).
+(``AL_LOOP_TRAIN_QUEUE``, default ``train``: rounds and pool-adaptive pretraining; one solo-pool worker per GPU)
+and ``score`` (pool-scoring shards of rounds with ``loop.score_shards > 1``; run ``al-loop worker --queues score
+--pool solo`` on as many machines as shards; the round's own worker waits for them, so the score queue must have
+consumers other than the train worker).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ RECONCILE_TASK = "al_loop.reconcile"
 DRAIN_INGEST_TASK = "al_loop.drain_ingest"
 SCORE_SHARD_TASK = "al_loop.score_shard"
 IMPORT_TASK = "al_loop.run_import"
+ADAPT_TASK = "al_loop.run_adaptation"
 DEFAULT_QUEUE_TASKS = (INGEST_TASK, DRAIN_INGEST_TASK, PUSH_ROUND_TASK, RECONCILE_TASK, IMPORT_TASK)
 
 SETTINGS_KEY = "al_loop_settings"
@@ -129,6 +130,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         ),  # the score queue is created on first use (task_create_missing_queues), like any --queues name
         "task_routes": {
             RUN_ROUND_TASK: {"queue": train, "routing_key": train},
+            ADAPT_TASK: {"queue": train, "routing_key": train},
             SCORE_SHARD_TASK: {"queue": SCORE_QUEUE, "routing_key": SCORE_QUEUE},
             **{name: {"queue": DEFAULT_QUEUE, "routing_key": DEFAULT_QUEUE} for name in DEFAULT_QUEUE_TASKS},
         },
@@ -145,6 +147,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 __all__ = [
+    "ADAPT_TASK",
     "DEFAULT_QUEUE",
     "DEFAULT_QUEUE_TASKS",
     "DRAIN_INGEST_TASK",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from al_loop.errors import AlLoopError
 from annotator_bridge.settings import Settings
 from annotator_bridge.worker.config import (
+    ADAPT_TASK,
     DEFAULT_QUEUE,
     DRAIN_INGEST_TASK,
     IMPORT_TASK,
@@ -39,7 +40,8 @@ class BrokerUnavailable(AlLoopError):
 
 
 class CeleryDispatcher:
-    """Sends ``ingest_event`` / ``push_round`` / ``reconcile`` to ``default`` and ``run_round`` to the train queue."""
+    """Sends ``ingest_event`` / ``push_round`` / ``reconcile`` / ``run_import`` to ``default``, ``run_round`` and
+    ``run_adaptation`` to the train queue."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -93,6 +95,9 @@ class CeleryDispatcher:
 
     def run_import(self, import_id: int) -> None:
         self._send(IMPORT_TASK, [int(import_id)], DEFAULT_QUEUE)
+
+    def run_adaptation(self, adaptation_id: int) -> None:
+        self._send(ADAPT_TASK, [int(adaptation_id)], self.train_queue)
 
     def close(self) -> None:
         """Release the broker connection pool (the app stays usable)."""

@@ -17,6 +17,8 @@ Retry policy:
   claim) is retried after ``countdown`` seconds (shorter than the visibility timeout) until the
   owner finishes (then the retry is a no-op) or its heartbeat goes stale (then it is taken
   over). A finished round is a no-op, so a duplicate or redelivered task does nothing.
+* ``run_adaptation`` (train queue): a project's pool-adaptive pretraining; never retried (a failure is
+  recorded on the adaptation; a redelivered one finds it started and leaves it).
 * ``score_shard`` (score queue): one shard of a round's pool (see :mod:`annotator_bridge.worker.shards`);
   never retried: an error is left for the waiting round (which fails with it); a redelivered shard
   (its worker died) finds its result on disk or scores again.
@@ -52,6 +54,7 @@ from annotator_bridge.labelstudio.connection import LabelStudioUnavailable
 from annotator_bridge.loop import LoopService, label_studio_gateway_factory
 from annotator_bridge.settings import Settings
 from annotator_bridge.worker.config import (
+    ADAPT_TASK,
     DRAIN_INGEST_TASK,
     IMPORT_TASK,
     INGEST_TASK,
@@ -270,6 +273,14 @@ def run_import(self: Any, import_id: int) -> None:
     get_services(self.app).loop.execute_import(int(import_id))
 
 
+@shared_task(name=ADAPT_TASK, bind=True)
+def run_adaptation(self: Any, adaptation_id: int) -> None:
+    """Run adaptation ``adaptation_id`` (train queue): masked-LM training of a project's base encoder on its pool;
+    one already started or finished is left alone (a redelivered message), an error fails it (recorded, not
+    raised)."""
+    get_services(self.app).loop.execute_adaptation(int(adaptation_id))
+
+
 @shared_task(name=PUSH_ROUND_TASK, bind=True, **LS_RETRY)
 def push_round(self: Any, round_id: int) -> None:
     """Send round ``round_id``'s predictions and model version to Label Studio (idempotent)."""
@@ -283,5 +294,5 @@ def reconcile(self: Any, project_id: int) -> None:
 
 
 __all__ = ["WorkerServices", "build_services", "drain_ingest", "get_services", "ingest_event", "kick_ingest",
-           "lower_training_priority", "push_round", "reconcile", "reset_services", "run_import", "run_round",
-           "score_shard", "settings_of"]
+           "lower_training_priority", "push_round", "reconcile", "reset_services", "run_adaptation", "run_import",
+           "run_round", "score_shard", "settings_of"]

@@ -42,6 +42,9 @@ class QueueOnly:
     def reconcile(self, project_id: int) -> None:
         self.calls.append(("reconcile", (project_id,)))
 
+    def run_adaptation(self, adaptation_id: int) -> None:
+        self.calls.append(("run_adaptation", (adaptation_id,)))
+
 
 @pytest.fixture
 def web(tmp_path: Path) -> SimpleNamespace:
