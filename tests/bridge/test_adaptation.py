@@ -230,3 +230,42 @@ def test_the_celery_dispatcher_sends_it_to_the_train_queue(tmp_path: Path, monke
                         lambda args, queue, routing_key: sent.append((args, queue)))
     CeleryDispatcher(app).run_adaptation(7)
     assert sent == [([7], "gpu0")]
+
+
+@pytest.mark.slow
+def test_the_real_adapter_through_the_inline_dispatcher(tmp_path: Path) -> None:
+    """adapt_encoder at a 2-step budget on the default MiniLM, before the first round of an adapt_pool project; the
+    next round's head learner reads its features from the adapted encoder (the manifest says which)."""
+    from al_loop.models.adapt import read_adapt_manifest
+    from al_loop.rounds import RoundService
+    from al_loop.store import Store
+    from annotator_bridge.dispatch import InlineDispatcher
+    from annotator_bridge.loop import LoopService
+    from annotator_bridge.settings import Settings
+    from tests.bridge.test_loop import FakeGateway
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    rounds = RoundService(store, None, tmp_path / "artifacts")
+    gw = FakeGateway()
+    settings = Settings.from_env({"AL_LOOP_HOME": str(tmp_path)})
+    loop = LoopService(store, lambda: gw, rounds, InlineDispatcher(), settings)
+    spec = cls_spec(loop={"adapt_pool": True, "adapt_steps": 2, "adapt_texts": 16},
+                    training={"learner": "head", "max_length": 32, "device": "cpu"}, label_studio=None)
+    project = loop.create_project(spec)
+    loop.import_items(project.id, cls_items(20))
+    r0 = loop.request_round(project.id, "api")
+    assert r0.status is RoundStatus.SUCCEEDED, r0.error
+    a = latest_adaptation(store, project.id)
+    assert a is not None and a.status is AdaptStatus.DONE, a and a.error
+    assert a.steps_done == 2 and a.texts > 0 and a.loss is not None and a.folder and a.key
+    manifest = read_adapt_manifest(a.folder)
+    assert manifest is not None and manifest["steps"] == 2 and manifest["key"] == a.key
+    for s in store.get_scores(r0.id, selected_only=True):
+        label = "pos" if int(s.item_id[1:]) % 2 else "neg"
+        store.record_label(project.id, s.item_id, f"ls:{s.item_id}", payload={"labels": [label]}, source="ls")
+    r1 = loop.request_round(project.id, "api")
+    assert r1.status is RoundStatus.SUCCEEDED, r1.error
+    version = store.get_version(r1.model_version_id)
+    saved = json.loads((Path(version.artifact_path) / "manifest.json").read_text())["extra"]
+    assert saved["adapted_base"]["folder"] == a.folder and saved["adapted_base"]["steps"] == 2
+    store.dispose()
