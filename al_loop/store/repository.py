@@ -58,6 +58,7 @@ from al_loop.store.records import (
 )
 from al_loop.store.schema import prepare
 from al_loop.store.tables import (
+    AdaptationRow,
     ItemRow,
     LabelRow,
     LabelStudioLinkRow,
@@ -659,7 +660,7 @@ class Store:
 
         Labels (count, newest id, newest receipt and time, deletions), rounds (each one's status,
         phase, progress, heartbeat, push status, version, metrics, timings), model versions (each
-        one's status and promotion), item counts,
+        one's status and promotion), item counts, the newest adaptation's status and progress time,
         simulations and the project's own settings and link: a handful of aggregate queries, no
         row objects. Equal markers mean an earlier status computed for the project still holds
         (apart from times relative to now).
@@ -685,8 +686,11 @@ class Store:
             sims = s.execute(select(func.count(), func.max(SimulationRow.id))
                              .where(SimulationRow.project_id == project_id)).one()
             link = s.scalar(select(LabelStudioLinkRow.ls_project_id).where(LabelStudioLinkRow.project_id == project_id))
+            adapt = s.execute(select(AdaptationRow.id, AdaptationRow.status, AdaptationRow.updated_at)
+                              .where(AdaptationRow.project_id == project_id)
+                              .order_by(AdaptationRow.id.desc()).limit(1)).one_or_none()
         return (tuple(project), tuple(labels), tuple(map(tuple, rounds)), tuple(map(tuple, versions)),
-                tuple(map(tuple, items)), tuple(sims), link)
+                tuple(map(tuple, items)), tuple(sims), link, tuple(adapt) if adapt is not None else None)
 
     def new_labels_since_last_round(self, project_id: int) -> int:
         """Live, non-skipped annotations received after the newest round was created."""

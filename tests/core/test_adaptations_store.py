@@ -115,3 +115,15 @@ def test_the_migrated_database_has_the_table(database_url: str) -> None:
             "error", "created_at", "updated_at"} <= names
     assert create_adaptation(store, pid, "default", 5).status is AdaptStatus.PENDING
     store.dispose()
+
+
+def test_the_change_marker_follows_the_adaptation() -> None:
+    """The dashboard's snapshot cache is keyed by it: progress of an adaptation shows without waiting."""
+    store, pid, clock = _store()
+    before = store.change_marker(pid)
+    a = create_adaptation(store, pid, "default", 10)
+    created = store.change_marker(pid)
+    assert created != before
+    clock.now += timedelta(seconds=2)
+    update_adaptation(store, a.id, status=AdaptStatus.RUNNING, steps_done=1)
+    assert store.change_marker(pid) != created
