@@ -98,6 +98,11 @@ def _base(facts: CardFacts) -> list[tuple[str, str]]:
         rows.append(("source model", f"`{_cell(src)}` ({_cell(mapping.get('source_kind', ''))} head): head rows kept "
                      f"by label name: {_cell(kept)}; new: {_cell(new)}; dropped: {_cell(dropped)}"
                      + (f" ({_cell(mapping['note'])})" if mapping.get("note") else "")))
+    adapted = extra.get("adapted_base")
+    if isinstance(adapted, dict):
+        rows.append(("pool-adaptive pretraining", f"the encoder was first trained as a masked language model on the "
+                     f"project's unlabelled texts for {_cell(adapted.get('steps', '?'))} steps (al-loop adaptation "
+                     f"{_cell(adapted.get('adaptation', '?'))}, key `{_cell(adapted.get('key', ''))}`)"))
     return rows
 
 

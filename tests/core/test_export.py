@@ -146,6 +146,17 @@ def test_export_writes_weights_tokenizer_config_manifest_and_card(store: Store, 
         assert fact in card, fact
 
 
+def test_the_card_names_the_pool_adaptive_pretraining(store: Store, project: Project, tmp_path: Path) -> None:
+    art = fake_artifact(tmp_path / "art", CLS)
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["extra"]["adapted_base"] = {"folder": "/x/adapted/mlm-1", "key": "mlm-1", "steps": 300, "adaptation": 4}
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    add_version(store, project, art)
+    card = (write_export(plan_export(store, project.id), tmp_path / "out") / "README.md").read_text()
+    assert "| pool-adaptive pretraining | the encoder was first trained as a masked language model" in card
+    assert "for 300 steps (al-loop adaptation 4, key `mlm-1`)" in card
+
+
 def test_a_named_version_and_unknown_ones(store: Store, project: Project, tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="no promoted model version"):
         plan_export(store, project.id)
