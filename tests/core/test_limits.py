@@ -27,6 +27,7 @@ def test_every_bounded_string_column_is_known() -> None:
     bounded = sorted(f"{t.name}.{c.name}({column_length(c)})" for t in Base.metadata.tables.values()
                      for c in t.columns if isinstance(c.type, String) and c.type.length is not None)
     assert bounded == [
+        "adaptations.base_model(500)", "adaptations.key(100)", "adaptations.status(20)",  # checked by store.adaptations
         "imports.format(20)", "imports.split(10)", "imports.status(20)",  # format: a FORMATS name; status: the enum
         "items.item_id(200)", "items.split(10)", "items.text_hash(64)",
         "label_studio_links.ml_backend_status(30)", "label_studio_links.ml_backend_url(1000)",
