@@ -54,6 +54,20 @@ class LabelStudioGateway(TaskCalls):
             created += int(getattr(resp, "created", None) or len(chunk))
         return created
 
+    def predictions_of_version(self, project_id: int, model_version: str) -> list[tuple[int, int]]:
+        """``(prediction id, task id)`` of every prediction of ``model_version`` in the project.
+
+        Label Studio's prediction list filters by project only (no paging, no version filter): this
+        reads every prediction of the project, so it is for repairs, not for every push.
+        """
+        rows = self._raw("GET", "api/predictions/", params={"project": int(project_id)}) or []
+        return [(int(r["id"]), int(r["task"])) for r in rows
+                if isinstance(r, Mapping) and r.get("model_version") == model_version]
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        """Delete one prediction; one already gone is not an error."""
+        self._raw("DELETE", f"api/predictions/{int(prediction_id)}/", allow_404=True)
+
     # ------------------------------------------------------------------ webhooks / ML backends
     def list_webhooks(self, project_id: int) -> list[dict[str, Any]]:
         hooks = self._call(f"listing webhooks of project {project_id}",

@@ -10,7 +10,7 @@ project's model_version points at that tag with "Uncertainty sampling".
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -176,6 +176,7 @@ class RoundPublisher:
                 state["imported"] = start + len(chunk)
                 report["push"] = dict(state)
                 self.store.update_round(round_id, report=report)
+            state["removed_duplicates"] = self._remove_duplicates(project, rnd, ls_id, tag, state)
             gw.set_model_version(ls_id, tag, sampling=UNCERTAINTY_SAMPLING)
         except AlLoopError as exc:
             state["error"] = f"{type(exc).__name__}: {exc}"[:1000]
@@ -189,6 +190,33 @@ class RoundPublisher:
         log.info("project %s round %s: %d predictions of %s in Label Studio project %s; uncertainty sampling on",
                  project.id, rnd.index, state["expected"], tag, ls_id)
         return self.store.update_round(round_id, push_status=PushStatus.DONE, report=report)
+
+    def _remove_duplicates(self, project: Project, rnd: Round, ls_id: int, tag: str, state: Mapping[str, Any]) -> int:
+        """Leave one prediction of ``tag`` per task when Label Studio holds more than the push made.
+
+        The progress check above cannot see an import that Label Studio applies after the client gave
+        up on it (a timeout while it was slow, applied after the retry read the count) or two
+        executions of the push at the same time: both leave a task with two predictions of the
+        version. Checked by count (one call); only then the version's predictions are listed and the
+        older ones of each task deleted (the newest kept, so concurrent repairs delete the same ones).
+        """
+        gw = self.links.gateway
+        held = int(gw.model_versions(ls_id).get(tag, 0)) - int(state.get("base", 0))
+        if held <= int(state["expected"]):
+            return 0
+        newest: dict[int, int] = {}
+        extra: list[int] = []
+        for pred_id, task in sorted(gw.predictions_of_version(ls_id, tag), reverse=True):
+            if task in newest:
+                extra.append(pred_id)
+            else:
+                newest[task] = pred_id
+        for pred_id in extra:
+            gw.delete_prediction(pred_id)
+        log.warning("project %s round %s: Label Studio held %d predictions of %s for %d expected (an import "
+                    "applied twice); deleted %d duplicates", project.id, rnd.index, held, tag, state["expected"],
+                    len(extra))
+        return len(extra)
 
     def _predictions(self, project: Project, cfg: LabelConfig, rnd: Round) -> list[dict[str, Any]]:
         """Label Studio predictions of a round, in rank order (one per scored item that has a task)."""

@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import count
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,7 +51,10 @@ class FakeGateway:
         self.ml_backends: list[dict[str, Any]] = []
         self.calls: list[str] = []
         self.down = False
-        self.fail_prediction_imports: list[str] = []  # per import call: "ok" | "down" | "applied-then-down"
+        # per import call: "ok" | "down" | "applied-then-down" | "applied-late" (applied at the next import call)
+        self.fail_prediction_imports: list[str] = []
+        self.late_imports: list[dict[str, Any]] = []
+        self.during_import: Callable[[], Any] | None = None
         self._ids = count(1)
         self._task_ids = count(1)
         self._ann_ids = count(1)
@@ -151,14 +154,32 @@ class FakeGateway:
                            model_version: str | None = None, chunk_size: int = 1000) -> int:
         self._call("import_predictions")
         mode = self.fail_prediction_imports.pop(0) if self.fail_prediction_imports else "ok"
+        if self.during_import is not None:  # e.g. a second push running while this import is in flight
+            hook, self.during_import = self.during_import, None
+            hook()
+        late, self.late_imports = self.late_imports, []
+        for p in late:  # an import Label Studio applied after the client had given up on it
+            self.predictions.append(p)
         if mode == "down":
             raise LabelStudioUnavailable("Label Studio unavailable during import of predictions")
+        if mode == "applied-late":
+            self.late_imports = [{**p, "id": next(self._ids), "project": project_id} for p in predictions]
+            raise LabelStudioUnavailable("Label Studio timed out importing predictions; it may have been applied")
         for p in predictions:
             assert p["model_version"] == model_version
-            self.predictions.append({**p, "project": project_id})
+            self.predictions.append({**p, "id": next(self._ids), "project": project_id})
         if mode == "applied-then-down":
             raise LabelStudioUnavailable("Label Studio timed out importing predictions; it may have been applied")
         return len(predictions)
+
+    def predictions_of_version(self, project_id: int, model_version: str) -> list[tuple[int, int]]:
+        self._call("predictions_of_version")
+        return [(int(p["id"]), int(p["task"])) for p in self.predictions
+                if p["project"] == project_id and p["model_version"] == model_version]
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        self._call("delete_prediction")
+        self.predictions = [p for p in self.predictions if p.get("id") != prediction_id]
 
     # ML backend
     def connect_ml_backend(self, project_id: int, url: str, *, title: str,
@@ -791,6 +812,36 @@ def test_interrupted_push_resumes_without_duplicates(cls_project: SimpleNamespac
     assert env.store.get_round(rnd.id).push_status == "failed"
     assert env.gw.projects[env.ls_id]["sampling"] != UNCERTAINTY_SAMPLING
     assert env.loop.push_round(rnd.id).push_status == "done"
+    check_push(env, env.store.get_round(rnd.id))
+
+
+def test_an_import_applied_after_the_client_gave_up_leaves_no_duplicates(cls_project: SimpleNamespace,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Label Studio applies a timed-out import only after the retry has read its count: the retry imports the
+    chunk again, and the push's check by count finds the duplicates and deletes them."""
+    env = cls_project
+    monkeypatch.setattr(publishing, "PREDICTION_CHUNK", 6)
+    env.gw.fail_prediction_imports = ["ok", "applied-late"]
+    rnd = env.loop.request_round(env.project.id)
+    assert env.store.get_round(rnd.id).push_status == "failed"
+    done = env.loop.push_round(rnd.id)
+    assert done.push_status == "done"
+    assert done.report["push"]["removed_duplicates"] == 6
+    assert "delete_prediction" in env.gw.calls
+    check_push(env, env.store.get_round(rnd.id))
+
+
+def test_two_pushes_of_one_round_at_the_same_time_leave_one_prediction_per_task(cls_project: SimpleNamespace) -> None:
+    """A second execution of the push (a redelivered task beside the autoretry) runs to the end while the first
+    one's import is in flight: both import everything; whichever finishes last removes the duplicates."""
+    env = cls_project
+    env.gw.down = True
+    rnd = env.loop.request_round(env.project.id)
+    env.gw.down = False
+    second: list[Any] = []
+    env.gw.during_import = lambda: second.append(env.loop.push_round(rnd.id))
+    assert env.loop.push_round(rnd.id).push_status == "done"
+    assert second[0].push_status == "done"
     check_push(env, env.store.get_round(rnd.id))
 
 

@@ -135,6 +135,25 @@ def test_uncertainty_sampling_serves_lowest_score_first(ls_gateway: LabelStudioG
 
 
 @integration
+def test_predictions_of_a_version_are_listed_and_deleted(ls_gateway: LabelStudioGateway) -> None:
+    """The push's repair path: list one version's predictions (id, task) and delete one, twice is no error."""
+    items = [(ItemId(f"dup-{i}"), f"review number {i}", None) for i in range(4)]
+    pid, cfg, mapping = make_project(ls_gateway, "gw duplicates", classification_config(["neg", "pos"]), items)
+    tasks = list(mapping.values())
+    preds = [prediction_to_ls(t, ["pos"], cfg, model_version="v1", score=0.5) for t in tasks]
+    ls_gateway.import_predictions(pid, preds + preds[:2], model_version="v1")  # two tasks twice
+    ls_gateway.import_predictions(pid, [prediction_to_ls(tasks[0], ["neg"], cfg, model_version="v0", score=0.1)])
+    listed = ls_gateway.predictions_of_version(pid, "v1")
+    assert sorted(task for _, task in listed) == sorted(tasks + tasks[:2])
+    assert len({pred_id for pred_id, _ in listed}) == 6
+    doomed = max(pred_id for pred_id, task in listed if task == tasks[0])
+    ls_gateway.delete_prediction(doomed)
+    ls_gateway.delete_prediction(doomed)  # already gone: not an error
+    assert ls_gateway.model_versions(pid) == {"v1": 5, "v0": 1}
+    assert doomed not in {pred_id for pred_id, _ in ls_gateway.predictions_of_version(pid, "v1")}
+
+
+@integration
 def test_mismatched_model_version_does_not_follow_scores(ls_gateway: LabelStudioGateway) -> None:
     items = [(ItemId(f"mm-{i}"), f"review number {i}", None) for i in range(20)]
     # PATCHing a model_version that no prediction/backend carries is refused (400), but creation is not
