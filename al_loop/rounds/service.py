@@ -87,6 +87,14 @@ def cold_version_tag(round_index: int, schema: LabelSchema) -> str:
     return f"al-r{round_index:03d}-cold-{schema.hash[:8]}"
 
 
+@dataclass(frozen=True)
+class ResolvedBase:
+    """What a round trains from: the model path the factory takes, and the pool adaptation it is (or None)."""
+
+    path: str
+    adapted: dict[str, Any] | None
+
+
 class RoundService:
     """Creates and runs rounds; promotes and rolls back model versions."""
 
@@ -213,6 +221,7 @@ class RoundService:
     ) -> Round:
         schema, loop, training = project.schema, project.loop, project.training
         t_start, t0 = started
+        base = self._resolve_base(project)  # once per round: the manifest names what the round trained from
         ids = unlabelled_id_chunks(self.store, project.id, max(loop.score_chunk_size, 1024))
         snapshot = PoolSnapshot.write(scratch, ids if select or not labelled else (),
                                       max_pool_scored=loop.max_pool_scored, rng=rng)
@@ -232,7 +241,7 @@ class RoundService:
             # cold start: nothing to train on yet
             t0 = time.perf_counter()
             heart.phase(RoundPhase.SELECT, 0.5)
-            scored = self._cold_start(project, rnd, snapshot, rng)
+            scored = self._cold_start(project, base.path, snapshot, rnd.batch_size, rng)
             tag = cold_version_tag(rnd.index, schema)
             timings["select"] = time.perf_counter() - t0
         else:
@@ -248,7 +257,7 @@ class RoundService:
             fitted = fit_round_model(
                 self.factory,
                 schema,
-                self._base(project),
+                base.path,
                 training,
                 labelled,
                 previous_report=versions[-1].train_report if versions else None,
@@ -279,7 +288,8 @@ class RoundService:
             # 4. publish
             heart.phase(RoundPhase.PUBLISH, 0.8)
             t0 = time.perf_counter()
-            version = self._publish(project, rnd, model, metrics, train_report, test or fitted.holdout)
+            version = self._publish(project, rnd, model, metrics, train_report, test or fitted.holdout,
+                                    adapted=base.adapted)
             tag = version.name
             timings["publish"] = time.perf_counter() - t0
 
@@ -289,7 +299,7 @@ class RoundService:
             scored = []
             if snapshot.n:
                 scored = self._score_pool(project, rnd, model, version, labelled, snapshot, rng, heart, timings,
-                                          scratch, learner=str(train_report.get("learner", "")))
+                                          scratch, learner=str(train_report.get("learner", "")), base_path=base.path)
             report = self._report(project, metrics, scored, self._items_of(project, scored[:10]))
 
             # 6. stopping advice: the round's model on the project's fixed stop set (al_loop/rounds/stopping.py)
@@ -338,17 +348,17 @@ class RoundService:
     def _items_of(self, project: Project, scored: Sequence[ScoredItem]) -> list[Any]:
         return self.store.get_items(project.id, [s.item_id for s in scored]) if scored else []
 
-    def _cold_start(self, project: Project, rnd: Round, snapshot: PoolSnapshot, rng: np.random.Generator) -> list[
-            ScoredItem]:
+    def _cold_start(self, project: Project, base_path: str, snapshot: PoolSnapshot, batch_size: int,
+                    rng: np.random.Generator) -> list[ScoredItem]:
         def embed(texts: Sequence[str]) -> np.ndarray:
-            emb = self._base_embeddings(project, texts)
+            emb = self._base_embeddings(project, base_path, texts)
             if emb is None:
-                base = self.factory.create(project.schema, self._base(project), project.training)
+                base = self.factory.create(project.schema, base_path, project.training)
                 emb = base.predict(list(texts), embeddings=True).embeddings
             return np.asarray(emb)
 
         loop = project.loop
-        return cold_start_scores(snapshot, rnd.batch_size, loop.cold_start, rng, self._texts_of(project.id), embed,
+        return cold_start_scores(snapshot, batch_size, loop.cold_start, rng, self._texts_of(project.id), embed,
                                  loop.score_chunk_size, loop.max_scores_stored)
 
     def _score_pool(
@@ -365,6 +375,7 @@ class RoundService:
         scratch: Path,
         *,
         learner: str,
+        base_path: str,
     ) -> list[ScoredItem]:
         loop = project.loop
         strategy = self.strategy_factory(rnd.strategy, project.task)
@@ -373,7 +384,7 @@ class RoundService:
         # near-duplicates are judged on the frozen base model's embeddings (cached per text)
         base_embed = None
         if isinstance(strategy, DedupedStrategy) and learner != "head":
-            base_embed = partial(self._base_embeddings, project)
+            base_embed = partial(self._base_embeddings, project, base_path)
         return score_pool(
             model, strategy, project.schema, loop, snapshot, scratch, min(rnd.batch_size, snapshot.n),
             [e.text for e in labelled], rng, self._texts_of(project.id),
@@ -389,24 +400,27 @@ class RoundService:
         if self._shard_model is None or self._shard_model[0] != job.artifact:
             self._shard_model = (job.artifact, self.factory.load(job.artifact, project.training))
         model = self._shard_model[1]
-        base_embed = partial(self._base_embeddings, project) if job.spec.get("base_embed") else None
+        base_embed = None
+        if job.spec.get("base_embed"):  # resolved once per shard (the round resolved its own at its start)
+            base_embed = partial(self._base_embeddings, project, self._resolve_base(project).path)
         return run_shard_job(job, model, self._texts_of(project.id), base_embed)
 
-    def _base_embeddings(self, project: Project, texts: Sequence[str]) -> np.ndarray | None:
+    def _base_embeddings(self, project: Project, base_path: str, texts: Sequence[str]) -> np.ndarray | None:
         """Frozen base-model sentence embeddings from the head learner's cached encoder, or None when the
         factory's models cannot embed (test fakes)."""
-        encoder = self.factory.create(project.schema, self._base(project), replace(project.training, learner="head"))
+        encoder = self.factory.create(project.schema, base_path, replace(project.training, learner="head"))
         embed = getattr(encoder, "embed", None)
         return np.asarray(embed(list(texts))) if callable(embed) else None
 
-    def _base(self, project: Project) -> str:
-        """The project's base model as the model factory takes it: the folder of its pool-adapted encoder when an
-        adaptation of its base model is done (:meth:`adapted_base`); otherwise another project's version
-        (``project:<id>:<version>``) becomes its artifact folder (ConfigError, failing the round, when it is gone)."""
+    def _resolve_base(self, project: Project) -> ResolvedBase:
+        """The project's base model as the model factory takes it, resolved once per round: the folder of its
+        pool-adapted encoder when an adaptation of its base model is done (:meth:`adapted_base`); otherwise another
+        project's version (``project:<id>:<version>``) becomes its artifact folder (ConfigError, failing the round,
+        when it is gone)."""
         adapted = self.adapted_base(project)
         if adapted is not None:
-            return str(adapted["folder"])
-        return resolve_base_model(self.store, project.base_model)
+            return ResolvedBase(str(adapted["folder"]), adapted)
+        return ResolvedBase(resolve_base_model(self.store, project.base_model), None)
 
     def adapted_base(self, project: Project) -> dict[str, Any] | None:
         """``{"folder", "key", "steps", "adaptation"}`` of the project's newest done pool-adaptive pretraining of
@@ -427,6 +441,8 @@ class RoundService:
         metrics: dict[str, Any],
         train_report: dict[str, Any],
         evaluation: Sequence[Example] = (),
+        *,
+        adapted: dict[str, Any] | None = None,
     ) -> ModelVersion:
         schema = project.schema
         name = version_name(rnd.index, schema)
@@ -435,7 +451,6 @@ class RoundService:
             target = self.artifacts_root / f"project-{project.id}" / name
             extra: dict[str, Any] = {"project": project.id, "round": rnd.index, "metrics": _scalars(metrics),
                                      "base_model": project.base_model}
-            adapted = self.adapted_base(project)
             if adapted is not None:
                 extra["adapted_base"] = adapted
             model.save(target, extra_manifest=extra)

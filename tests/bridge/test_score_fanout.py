@@ -86,7 +86,7 @@ def test_two_score_workers_select_what_one_process_selects(redis_server: Any, tm
         strategy: Any = DedupedStrategy(make_strategy("least_confidence", "classification"), loop.dedupe_threshold)
         base_embed = None
         if done.metrics.get("train", {}).get("learner") != "head":
-            base_embed = partial(rounds._base_embeddings, project)
+            base_embed = partial(rounds._base_embeddings, project, rounds._resolve_base(project).path)
         folder = tmp_path / "one-process"
         snapshot = PoolSnapshot.write(folder, unlabelled_id_chunks(store, project.id))
         texts = {it.item_id: it.text for it in store.get_items(project.id, split="pool")}
