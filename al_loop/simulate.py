@@ -379,10 +379,7 @@ def plot_learning_curves(
         ax.legend(fontsize=8)
     fig.suptitle(f"Learning curves (mean, min-max band over repeats): {metric}")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def _spec_dict(spec: SimulationSpec) -> dict[str, Any]:
@@ -401,6 +398,16 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a file) and close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 __all__ = [
     "POINT_FIELDS",
     "STRATEGIES",
@@ -410,6 +417,7 @@ __all__ = [
     "curve_area",
     "load_data",
     "run_simulation",
+    "save_figure",
     "stopping_summary",
     "summarize",
     "write_outputs",

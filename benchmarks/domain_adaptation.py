@@ -57,7 +57,7 @@ from al_loop import __version__
 from al_loop.config import TrainingConfig
 from al_loop.data.readers import read_examples
 from al_loop.data.schema import LabelSchema
-from al_loop.simulate import SimulationSpec, load_data, run_simulation, summarize, write_outputs
+from al_loop.simulate import SimulationSpec, load_data, run_simulation, save_figure, summarize, write_outputs
 from al_loop.types import Example, TaskKind
 
 REPO = Path(__file__).resolve().parents[1]
@@ -398,10 +398,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"CoNLL-2003 -> {payload['domain']}: mean and min-max over repeats")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def _pp(value: float | None) -> str:
