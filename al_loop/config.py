@@ -125,6 +125,7 @@ TRAINING_BOUNDS: dict[str, Bound] = {
     "min_val_size": _ints(0, 1_000_000),
     "patience": _ints(0, 1000),
     "warm_start": Bound("bool"),
+    "warm_schedule": Bound("float", 0.05, 1),
     "freeze_embeddings": Bound("bool"),
     "freeze_layers": Bound("int", 0, 100, optional=True),
     "frozen_cache_mb": _ints(0, 1_000_000),
@@ -187,6 +188,8 @@ class TrainingConfig:
     min_val_size: int = 40
     patience: int = 2
     warm_start: bool = False
+    # share of the planned epochs a warm-started fine-tune runs (at least one epoch; 1.0 = the full schedule)
+    warm_schedule: float = 1.0
     freeze_embeddings: bool = True  # freeze the input word-embedding matrix while fine-tuning
     # lower transformer layers frozen (with the embeddings) and their outputs cached per window, so fitting and
     # scoring run only the top layers; al-loop's heads only (pooling mean / token_head probe); 0 = train them all;

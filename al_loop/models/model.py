@@ -167,6 +167,7 @@ class TextModel:
         self.manifest = manifest
         self.head_mapping: HeadMapping | None = None  # rows carried from a source model's head (models/source.py)
         self._fresh_head = fresh_head
+        self.warm_started = False  # made from a previous version's weights (create(init_from=...))
         self._scoring: Any = None  # bf16 copy of the weights for inference (see _scoring_model), made lazily
         max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         # BERT-like models accept max_position_embeddings tokens; RoBERTa-like reserve 2 for the padding offset
@@ -226,7 +227,7 @@ class TextModel:
                     f"differs from {schema.labels} ({schema.hash})"
                 )
             model, tokenizer = _load_hf(str(init_from), schema, from_artifact=True)
-            return cls(
+            warm = cls(
                 schema,
                 base_model,
                 config,
@@ -237,6 +238,8 @@ class TextModel:
                 fresh_head=False,
                 manifest=manifest,
             )
+            warm.warm_started = True
+            return warm
         path = resolve_model_path(base_model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -621,6 +624,7 @@ class TextModel:
             autocast_dtype=self.autocast_dtype,
             pad_id=self.pad_id,
             fresh_head=self._fresh_head,
+            schedule=self.config.warm_schedule if self.warm_started else 1.0,
             n_train=len(train),
             n_val=len(val),
             validate=validate if val else None,

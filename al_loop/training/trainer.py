@@ -244,6 +244,7 @@ def train_loop(
     n_val: int = 0,
     validate: Callable[[], float] | None = None,
     progress: Callable[[float], None] | None = None,
+    schedule: float = 1.0,
 ) -> TrainReport:
     """Fine-tune ``model`` in place on ``features`` and return the report.
 
@@ -251,13 +252,16 @@ def train_loop(
     validation score, higher is better; without it every planned epoch runs and
     the last weights are kept. ``progress(fraction)`` gets the share of planned
     optimizer steps done, in [0, 1], after every step and 1.0 at the end.
-    ``n_train``/``n_val`` are example counts, reported as given.
+    ``n_train``/``n_val`` are example counts, reported as given. ``schedule`` scales the planned
+    epochs (a warm start continues a trained model: ``config.warm_schedule``), at least one epoch.
     """
     if not features:
         raise ValueError("no training windows")
     started = time.perf_counter()
     steps_per_epoch = math.ceil(len(features) / config.batch_size)
     epochs = plan_epochs(steps_per_epoch, config)
+    if schedule < 1.0:
+        epochs = max(1, round(epochs * schedule))
     total = epochs * steps_per_epoch
     warmup = math.ceil(config.warmup_ratio * total)
     precision = "bf16" if autocast_dtype == torch.bfloat16 else "fp32"

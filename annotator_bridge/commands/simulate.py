@@ -73,6 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--max-epochs", type=int, default=TrainingConfig.max_epochs)
     p.add_argument("--warm-start", action="store_true", help="continue from the previous round's model")
+    p.add_argument("--warm-schedule", type=float, default=None, metavar="F",
+                   help="with --warm-start: share of the planned epochs a warm-started round trains (default 1.0)")
     p.add_argument(
         "--learner",
         choices=list(LEARNERS),
@@ -178,6 +180,7 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         target_steps=args.target_steps,
         max_epochs=args.max_epochs,
         warm_start=args.warm_start,
+        **({"warm_schedule": args.warm_schedule} if args.warm_schedule is not None else {}),
         learner=args.learner,
         pooling=args.pooling,
         token_head=args.token_head,

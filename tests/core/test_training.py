@@ -193,3 +193,25 @@ def test_fit_without_labels_raises() -> None:
     model = TextModel.create(LabelSchema.build(TaskKind.CLASSIFICATION, ["a", "b"]), config=FAST)
     with pytest.raises(EmptyInputError):
         model.fit([Example(ItemId("x"), "no label")])
+
+
+@pytest.mark.slow
+def test_a_warm_started_fit_runs_the_warm_schedule(trec: tuple[list[Example], list[Example]], tmp_path: Path) -> None:
+    """A model made from a previous version's weights trains ``warm_schedule`` of the planned epochs (at least one);
+    a fresh model the whole plan."""
+    from al_loop.models import TextModel
+
+    train, held_out = trec
+    tiny = train[:24]
+    schema = LabelSchema.from_examples(TaskKind.CLASSIFICATION, train + held_out)
+    cfg = TrainingConfig(max_length=32, window_stride=8, batch_size=8, min_epochs=3, max_epochs=3, target_steps=1,
+                         warm_schedule=0.34, learner="finetune")
+    first = TextModel.create(schema, config=cfg)
+    assert not first.warm_started
+    assert first.fit(tiny).epochs == 3
+    first.save(tmp_path / "v1")
+    warm = TextModel.create(schema, config=cfg, init_from=tmp_path / "v1")
+    assert warm.warm_started
+    report = warm.fit(train[:32])
+    assert (report.epochs, report.planned_epochs, report.steps) == (1, 1, 4)
+    assert plan_epochs(4, cfg) == 3  # what a fresh model would have run
