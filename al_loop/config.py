@@ -126,6 +126,7 @@ TRAINING_BOUNDS: dict[str, Bound] = {
     "patience": _ints(0, 1000),
     "warm_start": Bound("bool"),
     "warm_schedule": Bound("float", 0.05, 1),
+    "warm_refit": Bound("float", 0, 1000),
     "freeze_embeddings": Bound("bool"),
     "freeze_layers": Bound("int", 0, 100, optional=True),
     "frozen_cache_mb": _ints(0, 1_000_000),
@@ -187,9 +188,14 @@ class TrainingConfig:
     val_fraction: float = 0.0  # > 0: hold out a validation split for early stopping (off: it hurt small sets)
     min_val_size: int = 40
     patience: int = 2
-    warm_start: bool = False
-    # share of the planned epochs a warm-started fine-tune runs (at least one epoch; 1.0 = the full schedule)
-    warm_schedule: float = 1.0
+    # a fine-tuning round continues from the promoted fine-tuned version for warm_schedule of the planned epochs
+    # (at least one); on by default since 2026-12-03: measured on dev data only, as good by learning-curve area
+    # (TREC 82.5 vs 82.6, CoNLL-2003 70.7 vs 70.1) in about half the round time (README, "Warm start")
+    warm_start: bool = True
+    warm_schedule: float = 0.34
+    # with warm_start: fit from the base model again once the labels reach warm_refit x those of the last fit from
+    # it (bounds the drift of a chain of warm starts; a fit every doubling); 0 = always warm-start
+    warm_refit: float = 0.0
     freeze_embeddings: bool = True  # freeze the input word-embedding matrix while fine-tuning
     # lower transformer layers frozen (with the embeddings) and their outputs cached per window, so fitting and
     # scoring run only the top layers; al-loop's heads only (pooling mean / token_head probe); 0 = train them all;

@@ -11,7 +11,10 @@ through al-loop's HTTP API, and then measures:
 3. **last annotation -> next predictions visible in Label Studio** (s): an annotator script
    labels ``--labels`` tasks through ``/next/``; the retrain policy fires on the last one; the
    clock stops when Label Studio's project.model_version is the new round's tag and it holds
-   all of that version's predictions.
+   all of that version's predictions. With ``--rounds-before K`` the policy fires every
+   ``labels / (K + 1)`` labels, so K trained rounds come before the measured one, as in a live project
+   that retrains every batch; ``--warm-schedule F`` turns on ``training.warm_start`` with that share of the
+   planned epochs, so the measured round continues the previous round's model.
 
 Usage (the issue's size is ``--labels 1000``; that takes a while on a 2-core CPU)::
 
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--target-steps", type=int, default=None,
                     help="TrainingConfig.target_steps of the project (default: the product's default)")
+    ap.add_argument("--rounds-before", type=int, default=0,
+                    help="trained rounds before the measured one (the policy fires every labels / (K + 1) labels)")
+    ap.add_argument("--warm-schedule", type=float, default=None, metavar="F",
+                    help="training.warm_start with warm_schedule F (share of the planned epochs)")
     ap.add_argument("--home", type=Path, default=None, help="AL_LOOP_HOME (default: a temp dir, removed after)")
     ap.add_argument("--broker", choices=("auto", "redis", "filesystem"), default="auto")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
@@ -100,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="bench-loop-")
         home = Path(tmp.name)
     stack = LocalStack(StackConfig(home=home, api_port=0, ls_port=0, broker=args.broker, demo=False), sys.stderr)
-    figures: dict[str, Any] = {"labels": args.labels, "pool": len(pool), "data": source, "broker": None}
+    every = max(1, args.labels // (args.rounds_before + 1))
+    measured = args.rounds_before + 1  # index of the measured round (round 0 is the cold start)
+    figures: dict[str, Any] = {"labels": args.labels, "pool": len(pool), "data": source, "broker": None,
+                               "rounds_before": args.rounds_before, "retrain_every": every,
+                               "warm_schedule": args.warm_schedule}
     try:
         t0 = time.monotonic()
         stack.start()
@@ -111,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         project = api.post("/api/projects", {
             "name": "bench NCBI-disease", "task": "ner", "labels": ["Disease"],
             "label_studio": {"title": "bench NCBI-disease"},
-            "loop": {"strategy": "least_confidence", "seed_size": args.labels, "batch_size": args.labels,
-                     "retrain_every": args.labels},
+            "loop": {"strategy": "least_confidence", "seed_size": every, "batch_size": every,
+                     "retrain_every": every},
             "training": {"max_length": args.max_length,
-                         **({"target_steps": args.target_steps} if args.target_steps else {})},
+                         **({"target_steps": args.target_steps} if args.target_steps else {}),
+                         **({"warm_start": True, "warm_schedule": args.warm_schedule}
+                            if args.warm_schedule is not None else {})},
         })["project"]  # type: ignore[index]
         pid, ls_id = int(project["id"]), int(project["integration"]["ls_project_id"])
         items = [{"id": ex.item_id, "text": ex.text} for ex in pool]
@@ -128,17 +141,31 @@ def main(argv: list[str] | None = None) -> int:
 
         # annotate through Label Studio; the policy fires on the last label
         annotator = Annotator(gw, ls_id, {ex.item_id: ex for ex in pool})
+
+        def pushed(index: int) -> bool:
+            rounds = api.get(f"/api/projects/{pid}/rounds")["rounds"]  # type: ignore[index]
+            r = next((r for r in rounds if r["index"] == index), None)
+            if r is not None and r["status"] in ("failed", "cancelled"):
+                raise SystemExit(f"round {index} {r['status']}: {r.get('error')}")
+            return r is not None and r.get("push_status") == "done"
+
+        # the earlier rounds: label a batch, wait until its round is in Label Studio (so each round snapshots
+        # exactly `every` more labels and the measured round fires on the last label)
+        for k in range(1, measured):
+            annotator.label(every)
+            wait_until(lambda k=k: pushed(k), 1800, 0.5, f"round {k} in Label Studio")
         t_ann = time.monotonic()
-        annotator.label(args.labels)
+        last_batch = args.labels - every * args.rounds_before
+        annotator.label(last_batch)
         last_annotation = time.monotonic()
-        figures["annotation_s_per_label"] = round((last_annotation - t_ann) / args.labels, 3)
+        figures["annotation_s_per_label"] = round((last_annotation - t_ann) / last_batch, 3)
 
         # webhook acks while the round trains
-        def round1() -> dict[str, Any] | None:
+        def measured_round() -> dict[str, Any] | None:  # the measured round
             rounds = api.get(f"/api/projects/{pid}/rounds")["rounds"]  # type: ignore[index]
-            return next((r for r in rounds if r["index"] == 1), None)
+            return next((r for r in rounds if r["index"] == measured), None)
 
-        wait_until(lambda: (round1() or {}).get("phase") == "train", 600, 0.2, "round 1 to train")
+        wait_until(lambda: (measured_round() or {}).get("phase") == "train", 600, 0.2, f"round {measured} to train")
         task = annotator.served[0]
         ann = gw._raw("GET", f"api/tasks/{int(task['id'])}/annotations/")[0]
         body = {"action": "ANNOTATION_UPDATED", "annotation": ann, "task": {"id": task["id"], "data": task["data"]},
@@ -151,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline:
                 break
             acks.append(_post_raw(f"{stack.api_url}/webhook", body, headers))
-            during.append((round1() or {}).get("phase") == "train")
+            during.append((measured_round() or {}).get("phase") == "train")
         figures["webhook_acks"] = len(acks)
         figures["webhook_acks_during_training"] = sum(during)
         figures["webhook_ack_p50_ms"] = round(_pct(acks, 50) * 1000, 1)
@@ -159,22 +186,26 @@ def main(argv: list[str] | None = None) -> int:
 
         # last annotation -> the next round's predictions visible in Label Studio
         def visible() -> str | None:
-            r = round1()
+            r = measured_round()
             if r is None or not r.get("version_tag"):
                 return None
             if r["status"] in ("failed", "cancelled"):
-                raise SystemExit(f"round 1 {r['status']}: {r.get('error')}")
+                raise SystemExit(f"round {measured} {r['status']}: {r.get('error')}")
             tag = r["version_tag"]
             if gw.get_project(ls_id).model_version != tag:
                 return None
             return tag if gw.model_versions(ls_id).get(tag, 0) >= len(pool) - args.labels else None
 
-        tag = wait_until(visible, 3600, 0.25, "round 1 predictions in Label Studio")
+        tag = wait_until(visible, 3600, 0.25, f"round {measured} predictions in Label Studio")
         figures["last_annotation_to_predictions_visible_s"] = round(time.monotonic() - last_annotation, 1)
-        r1 = round1() or {}
+        r1 = measured_round() or {}
         figures["round1_timings_s"] = r1.get("timings")
         figures["round1_learner"] = (r1.get("metrics") or {}).get("learner")
         figures["round1_metrics"] = {k: v for k, v in (r1.get("metrics") or {}).items() if isinstance(v, int | float)}
+        figures["round1_train_report"] = {k: v for k, v in ((r1.get("metrics") or {}).get("train") or {}).items()
+                                          if k in ("epochs", "steps", "planned_epochs", "learner")}
+        figures["rounds"] = [{"index": r["index"], "n_labels": r.get("n_labels"), "timings": r.get("timings")}
+                             for r in api.get(f"/api/projects/{pid}/rounds")["rounds"]]  # type: ignore[index]
 
         # /predict with a warm model
         cfg_xml = gw.get_project(ls_id).label_config

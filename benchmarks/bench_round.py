@@ -272,6 +272,49 @@ def finetune_round(
     return model, figures, np.asarray(out.probs)
 
 
+def warm_round(
+    schema: Any,
+    labelled: list[Any],
+    previous: int,
+    pool_texts: list[str],
+    repeats: int,
+    base: str,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A live loop's next round under ``training.warm_start``: the previous round's model (bf16, fitted from the
+    base model on the first ``previous`` labels, untimed) is saved, and the round continues from it on all the
+    labels with the configured ``warm_schedule`` (timed: load, fit, pool scoring with the frozen-layer cache warm,
+    as the previous round left it)."""
+    from al_loop.config import TrainingConfig
+    from al_loop.models import TextModel
+    from al_loop.models.loading import quiet_transformers
+
+    cfg = TrainingConfig(**{"max_length": MAX_LENGTH, "precision": "bf16", "learner": "finetune",
+                            **(overrides or {})})
+    first = TextModel.create(schema, base, cfg)
+    first.fit(labelled[:previous])
+    first.predict(pool_texts[:1], embeddings=True)
+    with tempfile.TemporaryDirectory(prefix="bench-round-warm-") as tmp:
+        with quiet_transformers():
+            path = first.save(Path(tmp) / "previous")
+        del first
+        (load_s,), model = timed(lambda: TextModel.create(schema, base, cfg, init_from=path))
+        (fit_s,), report = timed(lambda: model.fit(labelled))
+    times, _ = timed(lambda: model.predict(pool_texts, embeddings=True), repeats)
+    return {
+        "previous_labels": previous,
+        "warm_schedule": cfg.warm_schedule,
+        "model_load_s": load_s,
+        "fit_s": fit_s,
+        "steps": int(report.steps),
+        "epochs": int(report.epochs),
+        "s_per_step": ratio(fit_s, int(report.steps)),
+        "score_s": times,
+        "median_score_s": median(times),
+        "round_s": fit_s + (median(times) or 0.0),
+    }
+
+
 def parse_overrides(text: str) -> dict[str, Any]:
     """``"key=value,key=value"`` -> dict, values parsed as JSON when they parse (``"freeze_layers=0"`` -> 0)."""
     out: dict[str, Any] = {}
@@ -325,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=13, help="labelled-set draw and selection rng")
     ap.add_argument("--model", default="default", help="base model")
     ap.add_argument("--set", default="", help="TrainingConfig overrides of the measured rounds: key=value,...")
+    ap.add_argument("--warm-from", type=int, default=250,
+                    help="labels of the previous round a warm-started round continues from (0 = skip that round)")
     ap.add_argument("--baseline", default="freeze_layers=0,bf16_weights=false",
                     help="overrides of the bf16 baseline round the per-phase ratios compare against ('' = skip)")
     args = ap.parse_args(argv)
@@ -392,6 +437,19 @@ def main(argv: list[str] | None = None) -> int:
         phases = ("fit_s", "s_per_step", "score_first_s", "warm_score_s", "round_s", "round_warm_s")
         ft["bf16_over_baseline"] = {k: ratio(ft["bf16"][k], base_fig[k]) for k in phases}
         print("bf16/baseline: " + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in ft["bf16_over_baseline"].items()),
+              flush=True)
+
+    if 0 < args.warm_from < len(labelled):
+        print(f"\n## warm-started round: continues the {args.warm_from}-label round's model on all "
+              f"{len(labelled)} labels (training.warm_start; the ratio is against this run's bf16 round)", flush=True)
+        wr = warm_round(schema, labelled, args.warm_from, pool_texts, args.repeats, args.model,
+                        {**settings, "warm_start": True})
+        wr["over_bf16_round"] = {"fit_s": ratio(wr["fit_s"], ft["bf16"]["fit_s"]),
+                                 "round_s": ratio(wr["round_s"], ft["bf16"]["round_warm_s"])}
+        ft["warm"] = wr
+        print(f"warm: {wr['epochs']} epochs, {wr['steps']} steps, fit {fmt_s(wr['fit_s'])}, score "
+              f"{fmt_s(wr['median_score_s'])}, round {fmt_s(wr['round_s'])}; over the bf16 round: fit "
+              f"{fmt_ratio(wr['over_bf16_round']['fit_s'])}, round {fmt_ratio(wr['over_bf16_round']['round_s'])}",
               flush=True)
 
     print("\n## selection overlap: bf16-fine-tuned weights scored in bf16 vs fp32 (margin, same rng)", flush=True)

@@ -165,10 +165,19 @@ def fit_round_model(
         est.fit(train, progress=step(0.0, 0.4) if chosen == "finetune" else None)
         held_score = _score(est, held)
     warm = init_from if chosen == "finetune" else None
+    scratch_labels = int((previous_report or {}).get("scratch_labels") or 0)
+    if warm is not None and config.warm_refit > 0 and len(labelled) >= config.warm_refit * max(scratch_labels, 1):
+        info["warm"] = (f"refit from the base model: {len(labelled)} labels >= {config.warm_refit:g} x the "
+                        f"{scratch_labels} of the last fit from it")
+        warm = None
     model = build(chosen, warm)
     fit_report = _as_dict(model.fit(labelled, progress=step(0.45 if held_score is not None else 0.0, 1.0)))
     seconds = round(time.perf_counter() - started, 3)
     report = {**fit_report, "learner": chosen, "auto": info, "round_fit_seconds": seconds}
+    if chosen == "finetune":
+        warmed = bool(getattr(model, "warm_started", False))
+        report["warm_started"] = warmed
+        report["scratch_labels"] = scratch_labels if warmed else len(labelled)
     if held_score is not None:
         report["holdout_score"] = round(held_score, 6)
         report["n_holdout"] = len(held)

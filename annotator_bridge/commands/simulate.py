@@ -72,9 +72,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="optimizer steps per round (epochs scale to reach it)",
     )
     p.add_argument("--max-epochs", type=int, default=TrainingConfig.max_epochs)
-    p.add_argument("--warm-start", action="store_true", help="continue from the previous round's model")
+    p.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
+                   help="continue each fine-tuning round from the previous round's model (default: on, as in a "
+                        "project; --no-warm-start fits every round from the base model)")
     p.add_argument("--warm-schedule", type=float, default=None, metavar="F",
                    help="with --warm-start: share of the planned epochs a warm-started round trains (default 1.0)")
+    p.add_argument("--warm-refit", type=float, default=None, metavar="X",
+                   help="with --warm-start: fit from the base model again once the labels reach X times those of "
+                        "the last such fit (0 = never)")
     p.add_argument(
         "--learner",
         choices=list(LEARNERS),
@@ -179,8 +184,9 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         max_length=args.max_length,
         target_steps=args.target_steps,
         max_epochs=args.max_epochs,
-        warm_start=args.warm_start,
+        **({"warm_start": args.warm_start} if args.warm_start is not None else {}),
         **({"warm_schedule": args.warm_schedule} if args.warm_schedule is not None else {}),
+        **({"warm_refit": args.warm_refit} if args.warm_refit is not None else {}),
         learner=args.learner,
         pooling=args.pooling,
         token_head=args.token_head,

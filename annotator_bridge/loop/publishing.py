@@ -213,9 +213,9 @@ class RoundPublisher:
                 newest[task] = pred_id
         for pred_id in extra:
             gw.delete_prediction(pred_id)
-        log.warning("project %s round %s: Label Studio held %d predictions of %s for %d expected (an import "
-                    "applied twice); deleted %d duplicates", project.id, rnd.index, held, tag, state["expected"],
-                    len(extra))
+        log.warning("project %s round %s: Label Studio held %d predictions of %s for %d expected (an import applied "
+                    "twice, or /predict answers for tasks the push also covered); deleted %d older ones of the same "
+                    "tasks", project.id, rnd.index, held, tag, state["expected"], len(extra))
         return len(extra)
 
     def _predictions(self, project: Project, cfg: LabelConfig, rnd: Round) -> list[dict[str, Any]]:

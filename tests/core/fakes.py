@@ -46,6 +46,7 @@ class FakeModel:
         self.votes: dict[str, Counter[str]] = {}
         self.fit_calls = 0
         self.init_from: str | Path | None = None
+        self.warm_started = False
         FakeModel.created.append(self)
 
     @classmethod
@@ -58,6 +59,7 @@ class FakeModel:
     ) -> FakeModel:
         model = cls(schema, base_model, config)
         model.init_from = init_from
+        model.warm_started = init_from is not None
         if init_from is not None:
             model.votes = {k: Counter(v) for k, v in json.loads((Path(init_from) / "votes.json").read_text()).items()}
         return model
