@@ -212,47 +212,41 @@ def test_ner_round(database_url) -> None:
     assert pred["spans"] and pred["spans"][0]["label"] == "Disease"
 
 
-def test_warm_start_uses_previous_artifact(tmp_path, database_url) -> None:
-    store = Store(database_url)
+def _labelled_rounds(store: Store, path, training: TrainingConfig, n_items: int, n_rounds: int) -> int:
+    """A 2-class project (seed 6, batch 4) whose first ``n_rounds`` rounds ran, each batch labelled; its id."""
     p = store.create_project(
         "p",
         LabelSchema.build("classification", ["pos", "neg"]),
         loop=LoopConfig(strategy="entropy", batch_size=4, seed_size=6),
-        training=TrainingConfig(warm_start=True, learner="finetune"),
+        training=training,
     )
-    data = _cls_examples(30)
+    data = _cls_examples(n_items)
     store.add_items(p.id, data)
     gold = {e.item_id: payload_from_example(e) for e in data}
-    service = RoundService(store, FakeModel, tmp_path / "art")
-    for _ in range(3):
+    service = RoundService(store, FakeModel, path)
+    for _ in range(n_rounds):
         r = service.run_round(service.create_round(p.id).id).round
         assert r.status == "succeeded", r.error
         _label_selected(store, p.id, r.id, gold)
+    return p.id
+
+
+def test_warm_start_uses_previous_artifact(tmp_path, database_url) -> None:
+    store = Store(database_url)
+    pid = _labelled_rounds(store, tmp_path / "art", TrainingConfig(warm_start=True, learner="finetune"), 30, 3)
     # round 1 starts from the base model, round 2 from round 1's promoted artifact
     trained = [m for m in FakeModel.created if m.fit_calls][-2:]
     assert trained[0].init_from is None
-    assert str(trained[1].init_from).endswith(store.list_versions(p.id)[0].name)
+    assert str(trained[1].init_from).endswith(store.list_versions(pid)[0].name)
 
 
 def test_warm_start_refits_from_the_base_model_each_time_the_labels_double(tmp_path, database_url) -> None:
     """warm_refit 2: rounds at 6, 10, 14, 18 labels fit from the base model at 6 and 14 (>= 2 x 6), warm-start
     at 10 and 18 (< 2 x 14); the train report records which, and the labels of the last fit from the base."""
     store = Store(database_url)
-    p = store.create_project(
-        "p",
-        LabelSchema.build("classification", ["pos", "neg"]),
-        loop=LoopConfig(strategy="entropy", batch_size=4, seed_size=6),
-        training=TrainingConfig(warm_start=True, warm_refit=2.0, learner="finetune"),
-    )
-    data = _cls_examples(40)
-    store.add_items(p.id, data)
-    gold = {e.item_id: payload_from_example(e) for e in data}
-    service = RoundService(store, FakeModel, tmp_path / "art")
-    for _ in range(5):
-        r = service.run_round(service.create_round(p.id).id).round
-        assert r.status == "succeeded", r.error
-        _label_selected(store, p.id, r.id, gold)
-    reports = [v.train_report for v in store.list_versions(p.id)]
+    training = TrainingConfig(warm_start=True, warm_refit=2.0, learner="finetune")
+    pid = _labelled_rounds(store, tmp_path / "art", training, 40, 5)
+    reports = [v.train_report for v in store.list_versions(pid)]
     assert [t["auto"]["n_labels"] for t in reports] == [6, 10, 14, 18]
     assert [t["warm_started"] for t in reports] == [False, True, False, True]
     assert [t["scratch_labels"] for t in reports] == [6, 6, 14, 14]

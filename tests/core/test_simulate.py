@@ -128,6 +128,23 @@ def test_cli_reports_user_errors_without_traceback(tmp_path: Path, capsys: pytes
     assert rc == 2 and "bogus" in capsys.readouterr().err
 
 
+def test_cli_warm_start_options_follow_the_project_defaults(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from annotator_bridge.cli import build_parser
+
+    base = ["simulate", "--train", "t.txt", "--test", "t.txt", "--task", "classification"]
+    parser = build_parser()
+    assert parser.parse_args(base).warm_start is None  # TrainingConfig's default (on), as in a project
+    assert parser.parse_args([*base, "--no-warm-start"]).warm_start is False
+    args = parser.parse_args([*base, "--warm-start", "--warm-schedule", "0.5", "--warm-refit", "2"])
+    assert (args.warm_start, args.warm_schedule, args.warm_refit) == (True, 0.5, 2.0)
+    train = _write_trec(tmp_path / "train.txt", 12)
+    rc = main(["simulate", "--train", str(train), "--test", str(train), "--task", "classification",
+               "--warm-schedule", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "warm_schedule" in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_real_minilm_simulation_score_rises(tmp_path: Path, shared_data: Path) -> None:
     """A short simulation with the real MiniLM on a few hundred TREC questions learns over rounds."""
