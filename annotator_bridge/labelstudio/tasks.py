@@ -59,6 +59,17 @@ class TaskCalls(ProjectCalls):
                 return
             page += 1
 
+    def tasks_after(self, project_id: int, task_id: int, *, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Tasks (``task_only``) whose id is greater than ``task_id``, in id order: Label Studio's ids only grow,
+        so these are the tasks created since that one."""
+        after = {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": int(task_id)}]}
+        yield from self.list_tasks(project_id, query={"filters": after}, fields="task_only", page_size=page_size)
+
+    def task_count(self, project_id: int) -> int:
+        """How many tasks the project holds (the project's ``task_number``)."""
+        return int(self.get_project(project_id).raw.get("task_number") or 0)
+
     def task_ids_by_item(self, project_id: int) -> dict[ItemId, int]:
         """``item_id -> task id`` for every task carrying ``data["item_id"]`` (first task wins on duplicates)."""
         out: dict[ItemId, int] = {}

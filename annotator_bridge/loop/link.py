@@ -123,10 +123,26 @@ class LabelStudioLinks:
         link = self.link(project.id)
         if link is None:
             return {}
-        tasks = list(self.gateway.list_tasks(link.ls_project_id, fields="task_only", page_size=1000))
+        tasks = self._new_tasks(project.id, link.ls_project_id)
+        if tasks is None:
+            tasks = list(self.gateway.list_tasks(link.ls_project_id, fields="task_only", page_size=1000))
         adopted = self.adopt_tasks(project, tasks)
         created = self.push_tasks(project)
         return {"adopted": adopted, "created": created}
+
+    def _new_tasks(self, project_id: int, ls_project_id: int) -> list[dict[str, Any]] | None:
+        """The tasks created since the newest one al-loop knows, when that accounts for every task of the Label
+        Studio project (its task count = the tasks al-loop knows + these); None otherwise (the caller lists them
+        all): a task created in between al-loop's own imports, or deleted, shows as a count that does not add up."""
+        known = {it.ext_task_id for it in self.store.get_items(project_id) if it.ext_task_id is not None}
+        if not known:
+            return None
+        newer = list(self.gateway.tasks_after(ls_project_id, max(known)))
+        if self.gateway.task_count(ls_project_id) != len(known) + len(newer):
+            log.info("project %s: Label Studio's task count differs from the tasks al-loop knows; listing them all",
+                     project_id)
+            return None
+        return newer
 
     def adopt_tasks(self, project: Project, tasks: Iterable[Mapping[str, Any]]) -> int:
         """Items for Label Studio tasks al-loop does not know (item id = ``data.item_id`` or ``ls-<task id>``).

@@ -123,6 +123,16 @@ class FakeGateway:
             if t["project"] == project_id:
                 yield {"id": t["id"], "data": dict(t["data"])}
 
+    def tasks_after(self, project_id: int, task_id: int, *, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        self._call("tasks_after")
+        for t in list(self.tasks.values()):
+            if t["project"] == project_id and t["id"] > task_id:
+                yield {"id": t["id"], "data": dict(t["data"])}
+
+    def task_count(self, project_id: int) -> int:
+        self._call("task_count")
+        return sum(1 for t in self.tasks.values() if t["project"] == project_id)
+
     def import_tasks(self, project_id: int, items: Iterable[tuple[ItemId | str, str, Mapping[str, Any] | None]], *,
                      text_key: str = "text", chunk_size: int = 500, skip_existing: bool = True) -> dict[ItemId, int]:
         self._call("import_tasks")
@@ -632,6 +642,34 @@ def test_unknown_task_is_left_to_reconcile(cls_project: SimpleNamespace) -> None
     assert summary["outcomes"]["created"] == 1 and summary["tasks"]["adopted"] == 1
     assert env.store.item_by_ext_task(pid, tid).item_id == f"ls-{tid}"
     assert env.loop.status(pid)["queue"]["needs_reconcile"] is False
+
+
+def test_reconcile_lists_only_the_tasks_created_since_the_newest_known_one(cls_project: SimpleNamespace) -> None:
+    env = cls_project
+    pid, gw = env.project.id, env.gw
+    env.loop.reconcile(pid)
+    gw.calls.clear()
+    tid = gw.add_task(env.ls_id, {"text": "made directly in label studio"})
+    summary = env.loop.reconcile(pid)
+    assert summary["tasks"]["adopted"] == 1 and env.store.item_by_ext_task(pid, tid).item_id == f"ls-{tid}"
+    assert "tasks_after" in gw.calls and "list_tasks" not in gw.calls  # not every task of the project
+
+
+def test_reconcile_lists_every_task_when_the_count_does_not_add_up(cls_project: SimpleNamespace) -> None:
+    """A task Label Studio holds below the newest id al-loop knows (made between two of al-loop's imports, its
+    webhook lost) is not 'after' anything: the task count shows it, and the full listing adopts it."""
+    env = cls_project
+    pid, gw = env.project.id, env.gw
+    env.loop.reconcile(pid)
+    hidden = gw.add_task(env.ls_id, {"text": "made in between"})
+    # then al-loop's own import made the next task: al-loop knows a newer task than the hidden one
+    env.store.add_items(pid, [Example(ItemId("late"), "imported by al-loop after it")], "pool")
+    late = gw.add_task(env.ls_id, {"text": "imported by al-loop after it", "item_id": "late"})
+    env.store.set_ext_task_ids(pid, {"late": late})
+    gw.calls.clear()
+    summary = env.loop.reconcile(pid)
+    assert summary["tasks"]["adopted"] == 1 and "list_tasks" in gw.calls
+    assert env.store.item_by_ext_task(pid, hidden).item_id == f"ls-{hidden}"
 
 
 def test_tasks_created_event_adopts_tasks(cls_project: SimpleNamespace) -> None:

@@ -95,6 +95,19 @@ def test_projects_configs_and_task_import(ls_gateway: LabelStudioGateway, label_
         ls_gateway.create_project("x", ner_config(["PER"]))  # title shorter than 3 characters
 
 
+@integration
+def test_tasks_after_an_id_and_the_task_count(ls_gateway: LabelStudioGateway) -> None:
+    """Reconcile's incremental listing: the tasks whose id is above a known one, and the project's task count."""
+    items = [(ItemId(f"after-{i}"), f"review number {i}", None) for i in range(7)]
+    pid, _, mapping = make_project(ls_gateway, "gw tasks after", classification_config(["neg", "pos"]), items)
+    ids = sorted(mapping.values())
+    assert ls_gateway.task_count(pid) == 7
+    after = list(ls_gateway.tasks_after(pid, ids[3], page_size=2))
+    assert [t["id"] for t in after] == ids[4:]
+    assert after[0]["data"]["item_id"] == "after-4"
+    assert list(ls_gateway.tasks_after(pid, ids[-1])) == []
+
+
 # ---------------------------------------------------------------------------- ordering
 @integration
 def test_uncertainty_sampling_serves_lowest_score_first(ls_gateway: LabelStudioGateway) -> None:
