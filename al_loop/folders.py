@@ -1,4 +1,4 @@
-"""Write a folder atomically: fill a temporary sibling, then swap it in (stdlib only, no torch)."""
+"""Write a folder or a figure atomically: fill a temporary sibling, then swap it in (stdlib only, no torch)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["replace_folder"]
+__all__ = ["replace_folder", "save_figure"]
 
 
 def replace_folder(target: Path, fill: Callable[[Path], None]) -> Path:
@@ -41,3 +42,13 @@ def replace_folder(target: Path, fill: Callable[[Path], None]) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a file) and close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -27,6 +27,7 @@ from al_loop.config import LoopConfig, TrainingConfig
 from al_loop.data.readers import read_examples
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError, EmptyInputError, ModelLoadError, UnknownLabelError
+from al_loop.folders import save_figure
 from al_loop.model_paths import check_source_task, parse_source_ref
 from al_loop.rounds.service import ModelFactory, RoundService
 from al_loop.rounds.states import RoundStatus
@@ -398,16 +399,6 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def save_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure as PNG atomically (a reader never sees half a file) and close it."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 __all__ = [
     "POINT_FIELDS",
     "STRATEGIES",
@@ -417,7 +408,6 @@ __all__ = [
     "curve_area",
     "load_data",
     "run_simulation",
-    "save_figure",
     "stopping_summary",
     "summarize",
     "write_outputs",

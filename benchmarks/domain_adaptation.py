@@ -57,7 +57,8 @@ from al_loop import __version__
 from al_loop.config import TrainingConfig
 from al_loop.data.readers import read_examples
 from al_loop.data.schema import LabelSchema
-from al_loop.simulate import SimulationSpec, load_data, run_simulation, save_figure, summarize, write_outputs
+from al_loop.folders import save_figure
+from al_loop.simulate import SimulationSpec, load_data, run_simulation, summarize, write_outputs
 from al_loop.types import Example, TaskKind
 
 REPO = Path(__file__).resolve().parents[1]

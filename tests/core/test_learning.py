@@ -155,10 +155,18 @@ def test_round_without_test_split_reports_the_held_out_score(tmp_path: Path) -> 
 
 
 class _Worse(FakeModel):
-    """A fake whose every new model is worse on the test split than any saved one."""
+    """A fake whose every trained model is worse on the test split than any saved one loaded again."""
+
+    loaded = False
+
+    @classmethod
+    def load(cls, artifact_dir: str | Path, config: TrainingConfig | None = None) -> FakeModel:
+        model = super().load(artifact_dir, config)
+        model.loaded = True  # type: ignore[attr-defined]
+        return model
 
     def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
-        return {"score": 0.9 if self.init_from is not None else 0.1, "per_label": {}}
+        return {"score": 0.9 if self.loaded else 0.1, "per_label": {}}
 
 
 def test_if_better_compares_with_the_promoted_version_on_the_same_test_split(tmp_path: Path) -> None:
