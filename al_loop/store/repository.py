@@ -433,6 +433,16 @@ class Store:
                     .values(ext_task_id=task_id)
                 )
 
+    def ext_task_span(self, project_id: int) -> tuple[int, int | None]:
+        """How many distinct Label Studio task ids the project's items hold, and the largest (None without any)."""
+        with self.session() as s:
+            n, top = s.execute(
+                select(func.count(func.distinct(ItemRow.ext_task_id)), func.max(ItemRow.ext_task_id)).where(
+                    ItemRow.project_id == project_id, ItemRow.ext_task_id.is_not(None)
+                )
+            ).one()
+            return int(n or 0), (int(top) if top is not None else None)
+
     def get_items(self, project_id: int, item_ids: Sequence[str] | None = None, split: str | None = None) -> list[Item]:
         """Items in the order of ``item_ids`` (missing ids raise NotFoundError), or all of a split."""
         with self.session() as s:

@@ -134,11 +134,11 @@ class LabelStudioLinks:
         """The tasks created since the newest one al-loop knows, when that accounts for every task of the Label
         Studio project (its task count = the tasks al-loop knows + these); None otherwise (the caller lists them
         all): a task created in between al-loop's own imports, or deleted, shows as a count that does not add up."""
-        known = {it.ext_task_id for it in self.store.get_items(project_id) if it.ext_task_id is not None}
-        if not known:
+        known, newest = self.store.ext_task_span(project_id)  # one aggregate query, not every item
+        if newest is None:
             return None
-        newer = list(self.gateway.tasks_after(ls_project_id, max(known)))
-        if self.gateway.task_count(ls_project_id) != len(known) + len(newer):
+        newer = list(self.gateway.tasks_after(ls_project_id, newest))
+        if self.gateway.task_count(ls_project_id) != known + len(newer):
             log.info("project %s: Label Studio's task count differs from the tasks al-loop knows; listing them all",
                      project_id)
             return None

@@ -297,3 +297,12 @@ def test_concurrent_projects_with_one_name_are_one_project(store: Store) -> None
     results = _at_once(6, lambda _i: _cls_project(store, "same"))
     assert sum(not isinstance(r, Exception) for r in results) == 1, results
     assert all(isinstance(r, ConflictError) for r in results if isinstance(r, Exception)), results
+
+
+def test_ext_task_span_counts_distinct_task_ids_and_the_largest(database_url: str) -> None:
+    store = Store(database_url)
+    p = store.create_project("span", LabelSchema.build("classification", ["a", "b"]))
+    assert store.ext_task_span(p.id) == (0, None)
+    store.add_items(p.id, [Example(ItemId(f"i{k}"), f"text {k}") for k in range(4)])
+    store.set_ext_task_ids(p.id, {"i0": 7, "i1": 3, "i2": 12})
+    assert store.ext_task_span(p.id) == (3, 12)
