@@ -412,7 +412,35 @@ def score_worker_child(folder: str, threads: int) -> None:
               flush=True)
 
 
-def round_child(folder: str, project_id: int, threads: int, shards: int, workers: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def _rss_samples(path: str | None, every: float = 15.0) -> Iterator[None]:
+    """With ``path``: append ``{"t", "rss_mib", "hwm_mib"}`` JSON lines there every ``every`` seconds while the
+    block runs (a long round's memory can be watched, and read, before it ends)."""
+    if not path:
+        yield
+        return
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def sample() -> None:
+        while True:
+            with open(path, "a") as fh:
+                fh.write(json.dumps({"t": round(time.perf_counter() - t0, 1), "rss_mib": round(_rss_now_mib()),
+                                     "hwm_mib": round(_peak_mib())}) + "\n")
+            if stop.wait(every):
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def round_child(folder: str, project_id: int, threads: int, shards: int, workers: int,
+                rss_log: str | None = None) -> dict[str, Any]:
     """One round on the store in ``folder``; ``shards > 1``: scoring fanned out to ``workers`` score workers."""
     import dataclasses
 
@@ -432,7 +460,8 @@ def round_child(folder: str, project_id: int, threads: int, shards: int, workers
         rss0 = _rss_now_mib()
         _reset_peak()
         t0 = time.perf_counter()
-        done = rounds.run_round(rnd.id).round
+        with _rss_samples(rss_log):
+            done = rounds.run_round(rnd.id).round
         wall = time.perf_counter() - t0
         peak = _peak_mib()
     finally:
@@ -484,8 +513,10 @@ def part_round(args: argparse.Namespace) -> list[dict[str, Any]]:
                 with tempfile.TemporaryDirectory() as run_dir:
                     shutil.copy(Path(tmp) / "scale.sqlite", Path(run_dir) / "scale.sqlite")
                     (Path(run_dir) / "artifacts").mkdir()
+                    log = f"{args.rss_log}.{n}" if args.rss_log else None
                     runs.append(_run_child({"kind": "round", "folder": run_dir, "project_id": pid,
-                                            "threads": args.threads, "shards": 1, "workers": 0}))
+                                            "threads": args.threads, "shards": 1, "workers": 0,
+                                            "rss_log": log}))
         keys = ("train_s", "score_s", "select_s", "push_s", "other_s", "wall_s")
         row = {k: v for k, v in runs[-1].items() if k not in ("selected", "timings")}
         row.update({k: _median([r[k] for r in runs]) for k in keys})
@@ -648,6 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=2048, help="memory part")
     parser.add_argument("--batch", type=int, default=50, help="memory part")
     parser.add_argument("--one-shot", action="store_true", help="memory part: also the one-call path (rank_pool)")
+    parser.add_argument("--rss-log", default=None, help="round part: the round's RSS every 15 s, appended to "
+                        "PATH.<pool size> as JSON lines")
     parser.add_argument("--out", type=Path, default=None, help="write the whole run as JSON here")
     parser.add_argument("--child-json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

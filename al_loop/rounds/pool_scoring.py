@@ -223,13 +223,15 @@ def score_shard(
     task = TaskKind(spec.task)
     top = TopK(spec.candidates) if spec.mode == "stream" else None
     low = TopK(spec.stored)
+    # stream mode embeds only the kept candidates with the base model, once, after the last chunk
+    late = base_embed if (top is not None and spec.dedupe and spec.base_embed) else None
     pos = start
     done = 0
     used_base = False
     for ids, texts in chunks:
         if not len(ids):
             continue
-        out, rows, base = _chunk_outputs(model, spec, ids, texts, base_embed)
+        out, rows, base = _chunk_outputs(model, spec, ids, texts, None if late is not None else base_embed)
         used_base = base is not None
         space = (np.asarray(out.embeddings) if base is None else base) if spec.dedupe else None
         positions = np.arange(pos, pos + len(ids), dtype=np.int64)
@@ -242,7 +244,8 @@ def score_shard(
             if keys is None:
                 raise ValueError("stream scoring needs the shuffle keys")
             values = measure_scores(view, spec.measure, task) if spec.measure else np.zeros(len(ids))
-            top.push(values, np.asarray(keys[pos - start : pos - start + len(ids)]), rows, space)
+            kept = rows if late is None else [(*row, text) for row, text in zip(rows, texts, strict=True)]
+            top.push(values, np.asarray(keys[pos - start : pos - start + len(ids)]), kept, space)
         else:
             if spool is None:
                 raise ValueError("full scoring needs a spool")
@@ -259,10 +262,30 @@ def score_shard(
         done += len(ids)
         if on_chunk is not None:
             on_chunk(done)
+    if top is not None and late is not None:
+        used_base = _embed_candidates(top, late)
     low.rows = _with_payloads(low.rows, task)
     if top is not None:
         top.rows = _with_payloads(top.rows, task)
     return ShardResult(n=done, top=top, low=low, spools=[spool.meta] if spool is not None else [], used_base=used_base)
+
+
+def _embed_candidates(top: TopK, base_embed: BaseEmbed) -> bool:
+    """Replace the kept candidates' model embeddings by their frozen base-model embeddings (the rows carry
+    their texts until now; the texts are dropped). False, keeping the model's, when ``base_embed`` gives None.
+
+    Only the candidates are embedded (``16 (1.5 n + 8)`` at most), not every pool text: the base model's
+    pass over the pool used to cost as much as the scoring itself on a pool the feature cache did not hold.
+    """
+    texts = [row[3] for row in top.rows]
+    top.rows = [row[:3] for row in top.rows]
+    if not texts:
+        return False
+    base = base_embed(texts)
+    if base is None:
+        return False
+    top.matrix = np.asarray(base)
+    return True
 
 
 def merge_results(results: Sequence[ShardResult], spec: ScoringSpec) -> ShardResult:

@@ -269,3 +269,28 @@ def test_two_runs_of_one_shard_do_not_mix(tmp_path: Path) -> None:
     save_result(second, job.result_dir)
     assert load_result(job.result_dir).spools == first.spools
     assert open_spools(first.spools, tmp_path)["embeddings"].shape == (12, 3)
+
+
+def test_the_base_model_embeds_only_the_kept_candidates(tmp_path: Path) -> None:
+    """Stream mode judges near-duplicates on base embeddings of its candidates only, not of every pool text
+    (the second pass over a large pool cost as much as scoring it); the selection is the one-shot one."""
+    model, schema, labelled = _model("classification")
+    texts = _texts(400, 5, False)
+    ids = [ItemId(f"x{i}") for i in range(len(texts))]
+    embedded: list[str] = []
+
+    def counting(batch: Sequence[str]) -> np.ndarray:
+        embedded.extend(batch)
+        return _base_embed(batch)
+
+    strategy = make_strategy("least_confidence", "classification", dedupe_threshold=0.99)
+    want = rank_pool(model, strategy, schema, ids, texts, labelled, 2, np.random.default_rng(1), timings={},
+                     base_embed=_base_embed)
+    for shards in (1, 2):
+        embedded.clear()
+        got = _chunked(model, strategy, schema, ids, texts, labelled, 2, 1, tmp_path / f"s{shards}", chunk=16,
+                       shards=shards, base_embed=counting)
+        assert got == want
+        candidates = plan_scoring(strategy, schema, 2, stored=0, chunk_size=16, base_embed=True).candidates
+        pool_texts = [t for t in embedded if t not in labelled]
+        assert 0 < len(pool_texts) <= shards * candidates < len(texts), (len(pool_texts), candidates)
