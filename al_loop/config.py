@@ -127,6 +127,7 @@ TRAINING_BOUNDS: dict[str, Bound] = {
     "warm_start": Bound("bool"),
     "warm_schedule": Bound("float", 0.05, 1),
     "warm_refit": Bound("float", 0, 1000),
+    "warm_new_share": Bound("bool"),
     "freeze_embeddings": Bound("bool"),
     "freeze_layers": Bound("int", 0, 100, optional=True),
     "frozen_cache_mb": _ints(0, 1_000_000),
@@ -196,6 +197,9 @@ class TrainingConfig:
     # with warm_start: fit from the base model again once the labels reach warm_refit x those of the last fit from
     # it (bounds the drift of a chain of warm starts; a fit every doubling); 0 = always warm-start
     warm_refit: float = 0.0
+    # with warm_start: train at least the new labels' share of the planned epochs (labels not in the warm-start
+    # version / all labels), so a round that doubles the labels trains half the schedule, not warm_schedule
+    warm_new_share: bool = False
     freeze_embeddings: bool = True  # freeze the input word-embedding matrix while fine-tuning
     # lower transformer layers frozen (with the embeddings) and their outputs cached per window, so fitting and
     # scoring run only the top layers; al-loop's heads only (pooling mean / token_head probe); 0 = train them all;

@@ -554,6 +554,32 @@ def part_fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [_emit("fanout", row)]
 
 
+def linear_flops_per_token(config: Any) -> float:
+    """Multiply-adds x 2 of the encoder's linear layers per token (attention projections and the feed-forward):
+    the bulk of a short text's cost; attention scores and the embeddings are left out."""
+    h, ff = int(config.hidden_size), int(config.intermediate_size)
+    return 2.0 * int(config.num_hidden_layers) * (4 * h * h + 2 * h * ff)
+
+
+def matmul_peak(config: Any, seconds: float = 1.0) -> dict[str, Any]:
+    """GFLOP/s of this CPU's torch matmul on the encoder's feed-forward shape (2,048 tokens x hidden @ hidden x
+    intermediate), fp32 and bf16: what the linear layers could reach at best."""
+    import torch
+
+    h, ff = int(config.hidden_size), int(config.intermediate_size)
+    out: dict[str, Any] = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(2048, h).to(dtype), torch.randn(h, ff).to(dtype)
+        with torch.inference_mode():
+            a @ b
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                a @ b
+                n += 1
+            out[f"{name}_gflops"] = round(n * 2 * 2048 * h * ff / (time.perf_counter() - t0) / 1e9, 1)
+    return out
+
+
 def part_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
@@ -613,10 +639,14 @@ def part_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
             counts[name] = fn()
             seconds[name].append(time.perf_counter() - t0)
     rates = {name: counts[name] / statistics.median(secs) for name, secs in seconds.items()}
-    rows = []
+    tokens = sum(min(128, len(ids)) for ids in tok(texts)["input_ids"]) / len(texts)
+    flops = linear_flops_per_token(hf.config)
+    rows = [_emit("throughput", {"path": "matmul_peak", **matmul_peak(hf.config),
+                                 "tokens_per_text": round(tokens, 1), "linear_gflop_per_token": flops / 1e9})]
     for name, rate in rates.items():
         rows.append(_emit("throughput", {"path": name, "texts": counts[name], "texts_per_s": round(rate, 1),
                                          "x_naive": round(rate / rates["pipeline_naive"], 2),
+                                         "linear_gflops": round(rate * tokens * flops / 1e9, 1),
                                          "seconds": _median(seconds[name]), "repeats": args.repeats,
                                          "precision": alloop.precision if name in ("alloop", "alloop_probs")
                                          else "fp32", "device": str(device),

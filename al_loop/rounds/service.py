@@ -263,6 +263,7 @@ class RoundService:
                 previous_report=versions[-1].train_report if versions else None,
                 need_estimate=not test,
                 init_from=init_from,
+                init_labels=int((promoted.train_report or {}).get("n_train") or 0) if init_from and promoted else None,
                 progress=lambda f: heart.progress(0.05 + 0.7 * f),
             )
             model = fitted.model

@@ -76,7 +76,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="continue each fine-tuning round from the previous round's model (default: on, as in a "
                         "project; --no-warm-start fits every round from the base model)")
     p.add_argument("--warm-schedule", type=float, default=None, metavar="F",
-                   help="with --warm-start: share of the planned epochs a warm-started round trains (default 1.0)")
+                   help="with --warm-start: share of the planned epochs a warm-started round trains "
+                        f"(default {TrainingConfig.warm_schedule})")
+    p.add_argument("--warm-new-share", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --warm-start: train at least the new labels' share of the planned epochs")
     p.add_argument("--warm-refit", type=float, default=None, metavar="X",
                    help="with --warm-start: fit from the base model again once the labels reach X times those of "
                         "the last such fit (0 = never)")
@@ -187,6 +190,7 @@ def _run(args: argparse.Namespace, store: Store | None) -> int:
         **({"warm_start": args.warm_start} if args.warm_start is not None else {}),
         **({"warm_schedule": args.warm_schedule} if args.warm_schedule is not None else {}),
         **({"warm_refit": args.warm_refit} if args.warm_refit is not None else {}),
+        **({"warm_new_share": args.warm_new_share} if args.warm_new_share is not None else {}),
         learner=args.learner,
         pooling=args.pooling,
         token_head=args.token_head,

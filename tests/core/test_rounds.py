@@ -251,3 +251,16 @@ def test_warm_start_refits_from_the_base_model_each_time_the_labels_double(tmp_p
     assert [t["warm_started"] for t in reports] == [False, True, False, True]
     assert [t["scratch_labels"] for t in reports] == [6, 6, 14, 14]
     assert "refit from the base model" in reports[2]["auto"]["warm"]
+
+
+def test_warm_new_share_trains_at_least_the_new_labels_share_of_the_schedule(tmp_path, database_url) -> None:
+    """warm_new_share: rounds at 6, 10, 14, 18 labels warm-start from 6, 10, 14 labels: the new labels' shares
+    0.4, 0.29, 0.22; above warm_schedule 0.3 only the first is raised (to 0.4), the others keep 0.3."""
+    store = Store(database_url)
+    training = TrainingConfig(warm_start=True, warm_schedule=0.3, warm_new_share=True, learner="finetune")
+    pid = _labelled_rounds(store, tmp_path / "art", training, 40, 5)
+    reports = [v.train_report for v in store.list_versions(pid)]
+    assert [t["warm_started"] for t in reports] == [False, True, True, True]
+    assert [t["auto"].get("warm_schedule") for t in reports] == [None, 0.4, None, None]
+    warm = [m for m in FakeModel.created if m.fit_calls and m.init_from is not None][-3:]
+    assert [m.config.warm_schedule for m in warm] == [0.4, 0.3, 0.3]
