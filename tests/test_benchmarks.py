@@ -140,3 +140,23 @@ def test_bench_scale_fanout_smoke(tmp_path: Path) -> None:
     assert row["pool"] == 120 and row["one_worker_2_threads_s"] > 0 and row["two_workers_1_thread_s"] > 0
     assert row["ratio"] > 0 and row["selection_overlap"] >= 0.5
     assert row["shard_jobs_on_workers"] == 2, "the two shards must have run on the worker processes"
+
+
+@pytest.mark.slow
+def test_bench_estimate_smoke(tmp_path: Path, shared_data: Path) -> None:
+    """Two projects without a test split: round 2's estimate continues the chain in one, fits from the base model in
+    the other (its estimate model deleted); both score on held-out labels."""
+    spec = importlib.util.spec_from_file_location("bench_estimate", REPO / "benchmarks" / "bench_estimate.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "estimate.json"
+    assert bench.main(["--labels", "40", "--step", "10", "--max-pool", "60", "--fast-train", "--data",
+                       str(shared_data / "trec" / "TREC.train"), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert all(r["estimate"]["warm_started"] is False for r in doc["round1"].values())
+    (chain,), (baseline,) = doc["round2"]["chain"], doc["round2"]["baseline"]
+    assert chain["estimate"]["warm_started"] is True and baseline["estimate"]["warm_started"] is False
+    assert chain["warm_started"] and baseline["warm_started"]  # the final fit warm-starts in both
+    assert all(r["eval_set"].startswith("held-out labels") for r in (chain, baseline))
+    assert doc["chain_over_baseline"]["train_s"] > 0

@@ -14,6 +14,11 @@ stopping: every label is trained on, so a round never loses labels to a split.
 ``learner: head`` / ``finetune`` train that learner only; they hold out labels only
 to score the round when ``need_estimate`` (no test split).
 
+When the round fine-tunes without a comparison and warm-starts (``warm_start``), that estimate
+is made on a hash-stable split and continues the previous round's estimate model when none of
+the labels that model trained on is held out now (:mod:`al_loop.rounds.estimate`), so it costs
+a warm fit, not a fit from the base model.
+
 From ``compare_below`` labels on (default 300; 0 = always compare) ``auto`` fine-tunes
 without comparing: the comparison costs a second fine-tune, and on both dev sets
 fine-tuning was far ahead by then (TREC training questions, dev = 500 other
@@ -42,6 +47,7 @@ import numpy as np
 
 from al_loop.config import TrainingConfig
 from al_loop.data.schema import LabelSchema
+from al_loop.rounds.estimate import EstimateChain, stable_holdout
 from al_loop.types import Example, TaskKind
 
 log = logging.getLogger("al_loop.rounds")
@@ -94,6 +100,16 @@ def _score(model: Any, examples: Sequence[Example]) -> float:
     return float(value) if isinstance(value, int | float) else float("-inf")
 
 
+def _warm_schedule(config: TrainingConfig, init_labels: int | None, n: int) -> float | None:
+    """With ``warm_new_share``: the new labels' share of ``n`` (``init_labels`` were trained on before) when it is
+    above ``warm_schedule`` (the share of the planned epochs a warm start trains); else None (keep
+    ``warm_schedule``)."""
+    if not config.warm_new_share or not init_labels or n <= 0:
+        return None
+    share = max(0.0, 1.0 - int(init_labels) / n)
+    return round(min(1.0, share), 4) if share > config.warm_schedule else None
+
+
 def fit_round_model(
     factory: Any,
     schema: LabelSchema,
@@ -105,6 +121,8 @@ def fit_round_model(
     need_estimate: bool = True,
     init_from: str | Path | None = None,
     init_labels: int | None = None,
+    estimate: EstimateChain | None = None,
+    estimate_key: str = "",
     progress: Callable[[float], None] | None = None,
 ) -> FittedLearner:
     """Train the round's model on ``labelled``; see the module docstring for the rule."""
@@ -164,22 +182,35 @@ def fit_round_model(
             }
             info["reason"] = f"held-out score head {head_score:.3f} vs fine-tuned {tuned_score:.3f}"
         info["finetune_streak"] = streak if chosen == "finetune" else 0
-    if held_score is None and need_estimate and enough:
-        est = build(chosen)
-        est.fit(train, progress=step(0.0, 0.4) if chosen == "finetune" else None)
-        held_score = _score(est, held)
     warm = init_from if chosen == "finetune" else None
     scratch_labels = int((previous_report or {}).get("scratch_labels") or 0)
     if warm is not None and config.warm_refit > 0 and len(labelled) >= config.warm_refit * max(scratch_labels, 1):
         info["warm"] = (f"refit from the base model: {len(labelled)} labels >= {config.warm_refit:g} x the "
                         f"{scratch_labels} of the last fit from it")
         warm = None
-    schedule = None
-    if warm is not None and config.warm_new_share and init_labels:
-        share = max(0.0, 1.0 - int(init_labels) / len(labelled))  # the new labels' share of all
-        if share > config.warm_schedule:
-            schedule = round(min(1.0, share), 4)
-            info["warm_schedule"] = schedule
+    chained = estimate is not None and chosen == "finetune" and config.warm_start
+    if estimate is not None and not need_estimate:
+        estimate.clear()  # a test split scores the rounds now: the chain's model is not needed
+    if held_score is None and need_estimate and chained:
+        assert estimate is not None
+        train, held = stable_holdout(labelled, config.holdout_folds, config.seed, stratify=stratify)
+        if len(held) >= config.min_holdout and train:
+            # warm-started from the previous estimate model when the final fit warm-starts and that model never
+            # trained on a label held out now (see :mod:`al_loop.rounds.estimate`)
+            source = estimate.source(estimate_key, train) if warm is not None else None
+            est = build(chosen, source[0] if source else None,
+                        _warm_schedule(config, source[1], len(train)) if source else None)
+            est.fit(train, progress=step(0.0, 0.4))
+            held_score = _score(est, held)
+            estimate.save(est, estimate_key, train)
+            info["estimate"] = {"n": len(held), "warm_started": source is not None}
+    elif held_score is None and need_estimate and enough:
+        est = build(chosen)
+        est.fit(train, progress=step(0.0, 0.4) if chosen == "finetune" else None)
+        held_score = _score(est, held)
+    schedule = _warm_schedule(config, init_labels, len(labelled)) if warm is not None else None
+    if schedule is not None:
+        info["warm_schedule"] = schedule
     model = build(chosen, warm, schedule)
     fit_report = _as_dict(model.fit(labelled, progress=step(0.45 if held_score is not None else 0.0, 1.0)))
     seconds = round(time.perf_counter() - started, 3)

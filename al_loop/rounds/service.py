@@ -23,6 +23,7 @@ import numpy as np
 from al_loop.config import TrainingConfig
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import AlLoopError, ConflictError, NotFoundError
+from al_loop.rounds.estimate import EstimateChain
 from al_loop.rounds.learning import fit_round_model
 from al_loop.rounds.pool_phase import cold_start_scores, score_pool
 from al_loop.rounds.pool_round import PoolSnapshot, ShardJob, ShardRunner, run_shard_job
@@ -264,6 +265,8 @@ class RoundService:
                 need_estimate=not test,
                 init_from=init_from,
                 init_labels=int((promoted.train_report or {}).get("n_train") or 0) if init_from and promoted else None,
+                estimate=self._estimate_chain(project),
+                estimate_key=f"{base.path}|{schema.hash}",
                 progress=lambda f: heart.progress(0.05 + 0.7 * f),
             )
             model = fitted.model
@@ -405,6 +408,12 @@ class RoundService:
         if job.spec.get("base_embed"):  # resolved once per shard (the round resolved its own at its start)
             base_embed = partial(self._base_embeddings, project, self._resolve_base(project).path)
         return run_shard_job(job, model, self._texts_of(project.id), base_embed)
+
+    def _estimate_chain(self, project: Project) -> EstimateChain | None:
+        """Where the project's held-out estimate model is kept between rounds (none without an artifacts folder)."""
+        if self.artifacts_root is None:
+            return None
+        return EstimateChain(self.artifacts_root / f"project-{project.id}" / "estimate")
 
     def _base_embeddings(self, project: Project, base_path: str, texts: Sequence[str]) -> np.ndarray | None:
         """Frozen base-model sentence embeddings from the head learner's cached encoder, or None when the

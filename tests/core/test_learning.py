@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from al_loop.config import LoopConfig, TrainingConfig
 from al_loop.data.schema import LabelSchema
 from al_loop.errors import ConfigError
+from al_loop.rounds.estimate import EstimateChain, stable_holdout
 from al_loop.rounds.learning import fit_round_model, holdout_split
 from al_loop.rounds.service import RoundService
 from al_loop.store.records import payload_from_example
@@ -192,3 +194,89 @@ def test_auto_fine_tunes_without_comparing_from_compare_below_labels() -> None:
         factory = ScriptedFactory({"head": 0.9, "finetune": 0.5})
         fitted = fit_round_model(factory, SCHEMA, "default", config, _examples(n), need_estimate=False)
         assert fitted.report["learner"] == "head" and [name for name, _ in factory.log] == ["head", "finetune", "head"]
+
+
+# ---------------------------------------------------------------- the held-out estimate's chain
+
+
+def test_stable_holdout_keeps_each_items_side_as_labels_grow() -> None:
+    data = _examples(600)
+    before: set[str] = set()
+    for n in (40, 80, 160, 320, 600):
+        train, held = stable_holdout(data[:n], 4, seed=3, stratify=True)
+        t, h = {e.item_id for e in train}, {e.item_id for e in held}
+        assert not t & h and t | h == {e.item_id for e in data[:n]}
+        assert 0.12 * n < len(h) < 0.38 * n, (n, len(h))
+        assert before <= t  # once every class has `folds` examples an item never moves to the held-out side
+        before = t
+    assert stable_holdout(_examples(3), 4, seed=3, stratify=True)[1] == []  # one example per class: all train
+    assert stable_holdout(data[:100], 4, seed=4, stratify=False) != stable_holdout(data[:100], 4, seed=3,
+                                                                                   stratify=False)
+
+
+def test_the_chain_hands_out_its_model_only_when_none_of_its_labels_is_held_out(tmp_path: Path) -> None:
+    chain = EstimateChain(tmp_path / "estimate")
+    data = _examples(6)
+    assert chain.source("k", data) is None
+    model = FakeModel(SCHEMA)
+    model.fit(data[:4])
+    chain.save(model, "k", data[:4])
+    assert chain.source("k", data) == (tmp_path / "estimate" / "model", 4)
+    assert chain.source("k", data[1:]) is None  # i0 is held out now
+    assert chain.source("another base", data) is None
+    chain.clear()
+    assert chain.source("k", data) is None
+
+
+class _Lineage(FakeModel):
+    """A fake that remembers every label it, or any model it continues, trained on, and refuses to be scored on
+    one of them."""
+
+    seen: set[str]
+
+    @classmethod
+    def create(cls, schema: LabelSchema, base_model: str = "default", config: TrainingConfig | None = None,
+               init_from: str | Path | None = None) -> FakeModel:
+        model = super().create(schema, base_model, config, init_from)
+        model.seen = set(json.loads((Path(init_from) / "seen.json").read_text())) if init_from else set()
+        return model
+
+    def fit(self, examples: Sequence[Example], *, progress: Any = None) -> Any:
+        self.seen = self.seen | {str(e.item_id) for e in examples}
+        return super().fit(examples, progress=progress)
+
+    def save(self, artifact_dir: str | Path, extra_manifest: dict[str, Any] | None = None) -> Path:
+        out = super().save(artifact_dir, extra_manifest)
+        (Path(artifact_dir) / "seen.json").write_text(json.dumps(sorted(self.seen)))
+        return out
+
+    def evaluate(self, examples: Sequence[Example]) -> dict[str, Any]:
+        assert not self.seen & {str(e.item_id) for e in examples}, "scored on labels its lineage trained on"
+        return super().evaluate(examples)
+
+
+def test_rounds_without_a_test_split_warm_start_their_held_out_estimate(tmp_path: Path) -> None:
+    """Round 1's estimate fits from the base model, later ones continue the previous estimate model (the final
+    fit warm-starts too); no estimate is scored on a label any model of its chain trained on."""
+    store = Store("sqlite://")
+    p = store.create_project("p", SCHEMA, loop=LoopConfig(batch_size=10, seed_size=10),
+                             training=TrainingConfig(learner="finetune", warm_start=True))
+    data = _examples(200)
+    store.add_items(p.id, data)
+    service = RoundService(store, _Lineage, tmp_path)
+    reports = []
+    for n in (60, 100, 140):
+        for e in data[:n]:
+            store.record_label(p.id, e.item_id, f"ann-{e.item_id}", payload=payload_from_example(e), source="test")
+        done = service.run_round(service.create_round(p.id).id).round
+        assert done.status == "succeeded", done.error
+        assert done.metrics["eval_set"].startswith("held-out labels (")
+        reports.append(done.metrics["train"])
+    assert [r["auto"]["estimate"]["warm_started"] for r in reports] == [False, True, True]
+    assert [r["warm_started"] for r in reports] == [False, True, True]
+    estimates = [m for m in _Lineage.created if m.init_from and Path(m.init_from).parts[-2] == "estimate"]
+    assert len(estimates) == 2
+    # a project that gains a test split drops the chain
+    store.add_items(p.id, [Example("t0", "text t0 word0", labels=("a",))], "test")
+    done = service.run_round(service.create_round(p.id).id).round
+    assert done.status == "succeeded" and not (tmp_path / f"project-{p.id}" / "estimate").exists()
