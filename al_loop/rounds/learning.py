@@ -110,6 +110,18 @@ def _warm_schedule(config: TrainingConfig, init_labels: int | None, n: int) -> f
     return round(min(1.0, share), 4) if share > config.warm_schedule else None
 
 
+def _chained_estimate(
+    build: Callable[..., Any], config: TrainingConfig, estimate: EstimateChain, key: str, train: Sequence[Example],
+    warm: bool,
+) -> Any:
+    """The unfitted estimate model: the chain's previous estimate model, continued, when the round's final fit
+    warm-starts (``warm``) and that model never trained on a label held out now; else one from the base model."""
+    source = estimate.source(key, train) if warm else None
+    if source is None:
+        return build("finetune")
+    return build("finetune", source[0], _warm_schedule(config, source[1], len(train)))
+
+
 def fit_round_model(
     factory: Any,
     schema: LabelSchema,
@@ -191,19 +203,14 @@ def fit_round_model(
     chained = estimate is not None and chosen == "finetune" and config.warm_start
     if estimate is not None and not need_estimate:
         estimate.clear()  # a test split scores the rounds now: the chain's model is not needed
-    if held_score is None and need_estimate and chained:
-        assert estimate is not None
+    if held_score is None and need_estimate and chained and estimate is not None:
         train, held = stable_holdout(labelled, config.holdout_folds, config.seed, stratify=stratify)
         if len(held) >= config.min_holdout and train:
-            # warm-started from the previous estimate model when the final fit warm-starts and that model never
-            # trained on a label held out now (see :mod:`al_loop.rounds.estimate`)
-            source = estimate.source(estimate_key, train) if warm is not None else None
-            est = build(chosen, source[0] if source else None,
-                        _warm_schedule(config, source[1], len(train)) if source else None)
+            est = _chained_estimate(build, config, estimate, estimate_key, train, warm is not None)
             est.fit(train, progress=step(0.0, 0.4))
             held_score = _score(est, held)
             estimate.save(est, estimate_key, train)
-            info["estimate"] = {"n": len(held), "warm_started": source is not None}
+            info["estimate"] = {"n": len(held), "warm_started": bool(getattr(est, "warm_started", False))}
     elif held_score is None and need_estimate and enough:
         est = build(chosen)
         est.fit(train, progress=step(0.0, 0.4) if chosen == "finetune" else None)
