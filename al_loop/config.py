@@ -198,8 +198,9 @@ class TrainingConfig:
     # it (bounds the drift of a chain of warm starts; a fit every doubling); 0 = always warm-start
     warm_refit: float = 0.0
     # with warm_start: train at least the new labels' share of the planned epochs (labels not in the warm-start
-    # version / all labels), so a round that doubles the labels trains half the schedule, not warm_schedule
-    warm_new_share: bool = False
+    # version / all labels), so a round that doubles the labels trains half the schedule, not warm_schedule; on by
+    # default since 2026-12-03 (dev sets only: area TREC 82.7 vs 82.5, CoNLL-2003 72.0 vs 70.7; README "Warm start")
+    warm_new_share: bool = True
     freeze_embeddings: bool = True  # freeze the input word-embedding matrix while fine-tuning
     # lower transformer layers frozen (with the embeddings) and their outputs cached per window, so fitting and
     # scoring run only the top layers; al-loop's heads only (pooling mean / token_head probe); 0 = train them all;
