@@ -43,12 +43,13 @@ LABELS = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
 
 
 def _questions(path: Path) -> list[tuple[str, str]]:
-    out = []
+    """(text, coarse label) of each distinct question (the store keeps one item per text)."""
+    out: dict[str, str] = {}
     for line in path.read_text(encoding="latin-1").splitlines():
         label, _, text = line.partition(" ")
         if text.strip():
-            out.append((text.strip(), label.split(":")[0]))
-    return out
+            out.setdefault(text.strip(), label.split(":")[0])
+    return list(out.items())
 
 
 def setup(db: Path, data: Path, labels: int, max_pool: int, seed: int, fast: bool = False) -> dict[str, Any]:
