@@ -44,11 +44,13 @@ LABELS = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
 
 def _questions(path: Path) -> list[tuple[str, str]]:
     """(text, coarse label) of each distinct question (the store keeps one item per text)."""
+    from al_loop.data.readers import read_examples
+    from al_loop.types import TaskKind
+
     out: dict[str, str] = {}
-    for line in path.read_text(encoding="latin-1").splitlines():
-        label, _, text = line.partition(" ")
-        if text.strip():
-            out.setdefault(text.strip(), label.split(":")[0])
+    for ex in read_examples(path, task=TaskKind.CLASSIFICATION):
+        if ex.labels:
+            out.setdefault(ex.text, ex.labels[0])
     return list(out.items())
 
 

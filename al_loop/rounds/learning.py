@@ -200,9 +200,9 @@ def fit_round_model(
         info["warm"] = (f"refit from the base model: {len(labelled)} labels >= {config.warm_refit:g} x the "
                         f"{scratch_labels} of the last fit from it")
         warm = None
-    chained = estimate is not None and chosen == "finetune" and config.warm_start
     if estimate is not None and not need_estimate:
         estimate.clear()  # a test split scores the rounds now: the chain's model is not needed
+    chained = chosen == "finetune" and config.warm_start
     if held_score is None and need_estimate and chained and estimate is not None:
         train, held = stable_holdout(labelled, config.holdout_folds, config.seed, stratify=stratify)
         if len(held) >= config.min_holdout and train:
